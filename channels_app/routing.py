@@ -1,0 +1,2 @@
+"""WebSocket routes of channel adapters (the chat widget)."""
+websocket_urlpatterns = []

@@ -1,0 +1,93 @@
+"""Inbound envelopes: store first, then parse and ingest; replay failures."""
+from __future__ import annotations
+
+import logging
+import traceback
+
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import services as conv_services
+
+from .adapters import get_adapter
+from .adapters.base import ParseError, ParseResult
+from .models import Channel, EnvelopeStatus, InboundEnvelope
+
+log = logging.getLogger(__name__)
+
+# Headers never stored (credentials of the caller).
+_DROP_HEADERS = {"authorization", "cookie", "proxy-authorization"}
+
+
+def envelope_store(*, channel: Channel | None, kind: str, body: bytes, headers: dict | None = None,
+                   source: str = "webhook", remote_addr: str | None = None) -> InboundEnvelope:
+    """Keep the raw payload before anything else looks at it."""
+    clean_headers = {k: v for k, v in (headers or {}).items() if k.lower() not in _DROP_HEADERS}
+    return InboundEnvelope.objects.create(channel=channel, kind=kind, body=body, headers=clean_headers,
+                                          source=source, remote_addr=remote_addr)
+
+
+def envelope_from_request(request, channel: Channel, kind: str) -> InboundEnvelope:
+    headers = dict(request.headers)
+    headers["_method"] = request.method
+    headers["_path"] = request.get_full_path()
+    return envelope_store(channel=channel, kind=kind, body=request.body, headers=headers,
+                          remote_addr=request.META.get("REMOTE_ADDR"))
+
+
+def envelope_reject(envelope: InboundEnvelope, reason: str) -> None:
+    InboundEnvelope.objects.filter(pk=envelope.pk).update(status=EnvelopeStatus.REJECTED, error=reason[:2000],
+                                                          processed_at=timezone.now())
+
+
+def envelope_process(envelope: InboundEnvelope) -> ParseResult:
+    """Parse and ingest one envelope. Marks it processed, ignored or failed
+    (with the error) and re-raises ParseError for the caller to answer 400."""
+    channel = envelope.channel
+    adapter = get_adapter(envelope.kind)
+    envelope.attempts += 1
+    try:
+        result = adapter.parse(envelope, channel)
+        message_ids = []
+        for msg in result.messages:
+            msg.envelope_id = envelope.pk
+            ingested = conv_services.ingest(msg)
+            message_ids.append(ingested.message.pk)
+            msg.meta["_result"] = ingested
+        for status in result.statuses:
+            outbound = conv_services.find_outbound(channel=channel, external_id=status.external_id)
+            if outbound is None:
+                log.info("status %s for unknown message %s on %s", status.status, status.external_id, channel)
+                continue
+            conv_services.delivery_update(message=outbound, status=status.status, error=status.error, at=status.at)
+        state = EnvelopeStatus.PROCESSED if (result.messages or result.statuses) else EnvelopeStatus.IGNORED
+        InboundEnvelope.objects.filter(pk=envelope.pk).update(
+            status=state, error=result.ignored_reason[:2000], attempts=envelope.attempts,
+            processed_at=timezone.now(), message_ids=message_ids)
+        envelope.status = state
+        return result
+    except ParseError as exc:
+        _fail(envelope, f"ParseError: {exc}")
+        raise
+    except Exception:
+        _fail(envelope, traceback.format_exc())
+        raise
+
+
+def _fail(envelope: InboundEnvelope, error: str) -> None:
+    InboundEnvelope.objects.filter(pk=envelope.pk).update(status=EnvelopeStatus.FAILED, error=error[-4000:],
+                                                          attempts=envelope.attempts, processed_at=timezone.now())
+    envelope.status = EnvelopeStatus.FAILED
+
+
+def envelope_replay(envelope: InboundEnvelope) -> bool:
+    """Reprocess a failed (or pending) envelope. Ingest dedupes, so a replay of
+    something already stored is a no-op. Returns True on success."""
+    envelope.refresh_from_db()
+    try:
+        with transaction.atomic():
+            envelope_process(envelope)
+        return True
+    except Exception:
+        log.warning("replay of envelope %s failed", envelope.pk)
+        return False

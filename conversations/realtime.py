@@ -1,0 +1,122 @@
+"""Publishing to agents' browsers through the channel layer (after commit).
+
+Groups (ARCHITECTURE.md): `inbox` (users who see everything), `team.<id>` or
+`team.none`, `agent.<id>`, `conversation.<id>`. Every event carries a
+per-process monotonic `seq` and the conversation's `updated_at`, so a client
+that reconnects can ask for what changed since.
+"""
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+
+def conversation_groups(conversation) -> list[str]:
+    groups = ["inbox", f"team.{conversation.team_id}" if conversation.team_id else "team.none",
+              f"conversation.{conversation.pk}"]
+    if conversation.assignee_id:
+        groups.append(f"agent.{conversation.assignee_id}")
+    return groups
+
+
+def send(groups: list[str], payload: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    event = {"type": "broadcast", "payload": payload}
+    try:
+        for group in groups:
+            async_to_sync(layer.group_send)(group, event)
+    except Exception:  # realtime is best effort: the data is committed already
+        log.exception("realtime publish failed for %s", payload.get("event"))
+
+
+def _conversation_payload(conversation) -> dict:
+    return {
+        "id": conversation.pk,
+        "status": conversation.status,
+        "priority": conversation.priority,
+        "assignee": conversation.assignee_id,
+        "team": conversation.team_id,
+        "subject": conversation.subject,
+        "customer": conversation.customer_id,
+        "last_message_at": conversation.last_message_at.isoformat() if conversation.last_message_at else None,
+        "updated_at": conversation.updated_at.isoformat(),
+        "preview": conversation.last_message_preview,
+        "channel": conversation.last_inbound_kind or conversation.origin_kind,
+    }
+
+
+def publish_message(message_id: int, conversation_created: bool = False) -> None:
+    from .models import Message
+
+    msg = Message.objects.select_related("conversation").filter(pk=message_id).first()
+    if msg is None:
+        return
+    conv = msg.conversation
+    payload = {
+        "event": "conversation.created" if conversation_created else "message.created",
+        "conversation": _conversation_payload(conv),
+        "message": {"id": msg.pk, "direction": msg.direction, "channel": msg.channel_kind,
+                    "author": msg.author_name, "text": msg.body_text[:500], "created_at": msg.created_at.isoformat(),
+                    "delivery_status": msg.delivery_status, "automated": msg.automated},
+    }
+    groups = conversation_groups(conv)
+    if msg.direction == "note":
+        payload["message"]["text"] = msg.body_text[:500]
+    send(groups, payload)
+    _notify_integrations("message.created", msg)
+    if conversation_created:
+        _notify_integrations("conversation.created", conv)
+
+
+def publish_conversation(conversation_id: int, event: str = "conversation.updated") -> None:
+    from .models import Conversation
+
+    conv = Conversation.objects.filter(pk=conversation_id).first()
+    if conv is None:
+        return
+    send(conversation_groups(conv), {"event": event, "conversation": _conversation_payload(conv)})
+    _notify_integrations("conversation.resolved" if conv.status == "resolved" and event == "conversation.updated"
+                         else event, conv)
+
+
+def publish_conversation_deleted(conversation_id: int) -> None:
+    send(["inbox", f"conversation.{conversation_id}"], {"event": "conversation.deleted", "id": conversation_id})
+
+
+def publish_delivery(message_id: int) -> None:
+    from .models import Message
+
+    msg = Message.objects.select_related("conversation").filter(pk=message_id).first()
+    if msg is None:
+        return
+    send([f"conversation.{msg.conversation_id}"],
+         {"event": "message.status", "conversation": msg.conversation_id,
+          "message": {"id": msg.pk, "delivery_status": msg.delivery_status, "error": msg.delivery_error[:300]}})
+
+
+def publish_mentions(message_id: int, user_ids: list[int]) -> None:
+    for user_id in user_ids:
+        send([f"agent.{user_id}"], {"event": "mention", "message": message_id})
+
+
+def publish_customer_merged(survivor_id: int, merged_id: int) -> None:
+    send(["inbox"], {"event": "customer.merged", "survivor": survivor_id, "merged": merged_id})
+    _notify_integrations("customer.merged", {"survivor": survivor_id, "merged": merged_id})
+
+
+def _notify_integrations(event: str, obj) -> None:
+    """Outbound webhooks for integrators (helpdesk.webhooks), if configured."""
+    try:
+        from helpdesk import webhooks
+    except ImportError:
+        return
+    try:
+        webhooks.emit(event, obj)
+    except Exception:
+        log.exception("webhook emit failed for %s", event)

@@ -1,0 +1,2 @@
+"""WebSocket routes for agents (`/ws/agent/`)."""
+websocket_urlpatterns = []

@@ -1,0 +1,231 @@
+"""Writes on customers: identity resolution, updates and merging."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import phonenumbers
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .models import Customer, CustomerMerge, Identity, IdentityKind, MergeSuggestion, Order
+
+log = logging.getLogger(__name__)
+
+PHONE_KINDS = (IdentityKind.PHONE, IdentityKind.WHATSAPP)
+
+
+class InvalidIdentity(ValueError):
+    pass
+
+
+def normalize_phone(value: str, region: str | None = None) -> str:
+    raw = (value or "").strip()
+    if raw.lower().startswith(("whatsapp:", "tel:", "sms:")):
+        raw = raw.split(":", 1)[1]
+    if raw and raw[0].isdigit() and not raw.startswith("00") and region is None:
+        raw = "+" + raw  # WhatsApp wa_id and Telegram give digits without '+'
+    try:
+        number = phonenumbers.parse(raw, region or getattr(settings, "PHONE_REGION", None))
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidIdentity(f"Not a phone number: {value!r}") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidIdentity(f"Not a possible phone number: {value!r}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_identity(kind: str, value: str) -> tuple[str, str]:
+    """The canonical (kind, value): lower-cased email, E.164 phone, trimmed handle."""
+    if kind not in IdentityKind.values:
+        raise InvalidIdentity(f"Unknown identity kind: {kind!r}")
+    value = (value or "").strip()
+    if not value:
+        raise InvalidIdentity("Empty identity value")
+    if kind == IdentityKind.EMAIL:
+        value = value.lower()
+        if "@" not in value or len(value) > 320:
+            raise InvalidIdentity(f"Not an email address: {value!r}")
+    elif kind in PHONE_KINDS:
+        value = normalize_phone(value)
+    elif kind in (IdentityKind.TWITTER, IdentityKind.INSTAGRAM, IdentityKind.TELEGRAM):
+        value = value.lstrip("@") if not value.isdigit() else value
+    return kind, value[:320]
+
+
+def _lookup_q(kind: str, value: str) -> Q:
+    if kind in PHONE_KINDS:
+        return Q(kind__in=PHONE_KINDS, value=value)
+    return Q(kind=kind, value=value)
+
+
+def find_customer(identities: list[tuple[str, str]]) -> Customer | None:
+    q = Q()
+    for kind, value in identities:
+        q |= _lookup_q(kind, value)
+    if not q:
+        return None
+    ident = Identity.objects.filter(q).select_related("customer").order_by("created_at", "id").first()
+    return ident.customer if ident else None
+
+
+def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: datetime | None = None,
+                     language: str = "") -> tuple[Customer, bool]:
+    """Return the customer owning any of these identities, creating one if none does.
+
+    Identities must be normalized. Safe under concurrency: two callers with the
+    same new identity get the same customer (the unique constraint decides and
+    the loser re-reads). Must run inside a transaction.
+    """
+    at = at or timezone.now()
+    for _attempt in range(3):
+        matches = list(
+            Identity.objects.filter(_or(identities)).select_related("customer").order_by("created_at", "id")
+        )
+        if matches:
+            customer = matches[0].customer
+            _attach_missing(customer, identities, matches, at)
+            if name and not customer.name:
+                customer.name = name[:200]
+                Customer.objects.filter(pk=customer.pk, name="").update(name=customer.name)
+            return customer, False
+        try:
+            with transaction.atomic():
+                customer = Customer.objects.create(name=name[:200], first_seen_at=at, last_seen_at=at,
+                                                   created_at=min(at, timezone.now()), language=language[:10])
+                Identity.objects.bulk_create(
+                    [Identity(customer=customer, kind=k, value=v, created_at=at) for k, v in identities]
+                )
+            return customer, True
+        except IntegrityError:
+            continue  # somebody else created it first: read theirs
+    raise RuntimeError("customer_resolve could not settle on a customer")
+
+
+def _or(identities):
+    q = Q()
+    for kind, value in identities:
+        q |= _lookup_q(kind, value)
+    return q
+
+
+def _attach_missing(customer: Customer, identities, matches, at) -> None:
+    """Add the identities this message carries that nobody owns yet; suggest a
+    merge (never merge silently) when another customer owns one."""
+    owned = {(m.kind, m.value): m.customer_id for m in matches}
+    phone_owned = {m.value: m.customer_id for m in matches if m.kind in PHONE_KINDS}
+    for kind, value in identities:
+        owner = owned.get((kind, value)) or (phone_owned.get(value) if kind in PHONE_KINDS else None)
+        if owner is None:
+            try:
+                with transaction.atomic():
+                    Identity.objects.create(customer=customer, kind=kind, value=value, created_at=at)
+            except IntegrityError:
+                pass
+        elif owner != customer.pk:
+            suggest_merge(customer.pk, owner, reason=f"Both use {kind} {value}")
+
+
+def suggest_merge(a_id: int, b_id: int, *, reason: str) -> None:
+    a_id, b_id = sorted((a_id, b_id))
+    try:
+        with transaction.atomic():
+            MergeSuggestion.objects.get_or_create(customer_id=a_id, other_id=b_id, defaults={"reason": reason[:200]})
+    except IntegrityError:
+        pass
+
+
+def identity_add(*, customer: Customer, kind: str, value: str, actor=None) -> Identity:
+    """Link an identity to a customer. If another customer owns it, a merge is
+    suggested and the existing identity is returned unchanged."""
+    kind, value = normalize_identity(kind, value)
+    existing = Identity.objects.filter(_lookup_q(kind, value)).first()
+    if existing:
+        if existing.customer_id != customer.pk:
+            suggest_merge(customer.pk, existing.customer_id, reason=f"Both use {kind} {value}")
+        return existing
+    return Identity.objects.create(customer=customer, kind=kind, value=value)
+
+
+def customer_update(*, customer: Customer, **fields) -> Customer:
+    allowed = {"name", "company", "attributes", "language"}
+    for key, value in fields.items():
+        if key not in allowed:
+            raise ValueError(f"Field {key} cannot be updated")
+        setattr(customer, key, value)
+    customer.save(update_fields=[*fields.keys(), "updated_at"])
+    return customer
+
+
+class MergeConflict(ValueError):
+    pass
+
+
+@transaction.atomic
+def customer_merge(*, survivor: Customer, merged: Customer, actor=None, reason: str = "") -> CustomerMerge:
+    """Move everything of `merged` to `survivor`, delete `merged`, keep an audit record."""
+    from conversations.models import Conversation, EventKind
+    from conversations.services import record_event
+
+    if survivor.pk == merged.pk:
+        raise MergeConflict("A customer cannot be merged into itself.")
+    # lock both rows in a stable order
+    list(Customer.objects.select_for_update().filter(pk__in=[survivor.pk, merged.pk]).order_by("pk"))
+    snapshot = {
+        "id": merged.pk, "name": merged.name, "company": merged.company, "attributes": merged.attributes,
+        "external_id": merged.external_id,
+        "identities": [[i.kind, i.value] for i in merged.identities.all()],
+        "first_seen_at": merged.first_seen_at.isoformat(), "last_seen_at": merged.last_seen_at.isoformat(),
+    }
+    moved = {
+        "identities": Identity.objects.filter(customer=merged).update(customer=survivor),
+        "orders": Order.objects.filter(customer=merged).update(customer=survivor),
+    }
+    conversation_ids = list(Conversation.objects.filter(customer=merged).values_list("pk", flat=True))
+    moved["conversations"] = Conversation.objects.filter(pk__in=conversation_ids).update(customer=survivor)
+    try:
+        from metrics.models import SurveyInvitation
+
+        moved["survey_answers"] = SurveyInvitation.objects.filter(customer=merged).update(customer=survivor)
+    except ImportError:  # pragma: no cover
+        moved["survey_answers"] = 0
+    # fill blanks of the survivor from the merged customer
+    changed = []
+    for field in ("name", "company", "language"):
+        if not getattr(survivor, field) and getattr(merged, field):
+            setattr(survivor, field, getattr(merged, field))
+            changed.append(field)
+    if merged.attributes:
+        survivor.attributes = {**merged.attributes, **survivor.attributes}
+        changed.append("attributes")
+    if merged.first_seen_at < survivor.first_seen_at:
+        survivor.first_seen_at = merged.first_seen_at
+        changed.append("first_seen_at")
+    if merged.last_seen_at > survivor.last_seen_at:
+        survivor.last_seen_at = merged.last_seen_at
+        changed.append("last_seen_at")
+    if merged.last_inbound_at and (not survivor.last_inbound_at or merged.last_inbound_at > survivor.last_inbound_at):
+        survivor.last_inbound_at = merged.last_inbound_at
+        survivor.last_inbound_kind = merged.last_inbound_kind
+        survivor.last_inbound_channel_id = merged.last_inbound_channel_id
+        changed += ["last_inbound_at", "last_inbound_kind", "last_inbound_channel"]
+    if not survivor.external_id and merged.external_id:
+        ext = merged.external_id
+        merged.external_id = None
+        merged.save(update_fields=["external_id"])
+        survivor.external_id = ext
+        changed.append("external_id")
+    if changed:
+        survivor.save(update_fields=[*changed, "updated_at"])
+    record = CustomerMerge.objects.create(survivor=survivor, merged_customer_id=merged.pk, snapshot=snapshot,
+                                          moved=moved, actor=actor, reason=reason[:200])
+    for conv in Conversation.objects.filter(pk__in=conversation_ids):
+        record_event(conv, EventKind.CUSTOMERS_MERGED, actor=actor,
+                     data={"survivor": survivor.pk, "merged": merged.pk, "merge": record.pk})
+    MergeSuggestion.objects.filter(Q(customer=merged) | Q(other=merged)).delete()
+    merged.delete()
+    from conversations import realtime
+
+    realtime.publish_customer_merged(survivor.pk, snapshot["id"])
+    return record

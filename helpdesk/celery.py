@@ -1,0 +1,26 @@
+"""The Celery app. All periodic schedules are defined here, in one place.
+
+Without REDIS_URL, tasks run eagerly in-process and `manage.py serve` runs the
+same schedule in a background thread (see helpdesk/scheduler.py).
+"""
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
+
+app = Celery("helpdesk")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# name -> (dotted task name, every N seconds)
+PERIODIC_TASKS = {
+    "wake-snoozed": ("conversations.tasks.wake_snoozed", 30),
+    "requeue-outbox": ("conversations.tasks.requeue_stale_outbox", 60),
+    "poll-imap": ("channels_app.tasks.poll_all_imap", 60),
+    "metrics-flush": ("metrics.tasks.periodic", 60),
+}
+
+app.conf.beat_schedule = {
+    name: {"task": task, "schedule": float(every)} for name, (task, every) in PERIODIC_TASKS.items()
+}
