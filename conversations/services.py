@@ -416,26 +416,34 @@ def check_reply(*, conversation: Conversation, channel=None) -> tuple[object, st
 
 def reply(*, conversation: Conversation, author=None, body: str, html: str = "", channel=None,
           attachments: list[InboundAttachment] | tuple = (), automated: bool = False, author_name: str = "",
-          resolve: bool = False, meta: dict | None = None) -> Message:
-    """Queue a public reply in the outbox; a Celery task delivers it after commit."""
+          resolve: bool = False, meta: dict | None = None, at: datetime | None = None,
+          external_id: str | None = None, deliver: bool = True) -> Message:
+    """Queue a public reply in the outbox; a Celery task delivers it after commit.
+
+    `at`, `external_id` and deliver=False serve imports of history: the message
+    is stored as already sent at that time and never handed to a provider.
+    """
     channel, recipient = check_reply(conversation=conversation, channel=channel)
     with transaction.atomic():
         return _do_reply(conversation=conversation, author=author, body=body, html=html, channel=channel,
                          recipient=recipient, attachments=attachments, automated=automated,
-                         author_name=author_name, resolve=resolve, meta=meta or {})
+                         author_name=author_name, resolve=resolve, meta=meta or {}, at=at,
+                         external_id=external_id, deliver=deliver)
 
 
 def _do_reply(*, conversation, author, body, html, channel, recipient, attachments, automated, author_name,
-              resolve, meta) -> Message:
-    now = timezone.now()
+              resolve, meta, at=None, external_id=None, deliver=True) -> Message:
+    now = at or timezone.now()
     author_type = AuthorType.AUTOMATION if (automated or author is None) else AuthorType.AGENT
     body_html = sanitize_html(html) if html else ""
     message = Message.objects.create(
         conversation=conversation, direction=Direction.OUTBOUND, channel=channel, channel_kind=channel.kind,
         author_type=author_type, author_user=author if author_type == AuthorType.AGENT else None,
         author_name=(author_name or (author.name if author else "")) [:200], automated=author_type != AuthorType.AGENT,
-        body_text=body, body_html=body_html, recipient=recipient[:320], delivery_status=DeliveryStatus.QUEUED,
-        next_attempt_at=now, created_at=now, meta=meta,
+        body_text=body, body_html=body_html, recipient=recipient[:320],
+        delivery_status=DeliveryStatus.QUEUED if deliver else DeliveryStatus.SENT,
+        next_attempt_at=now if deliver else None, sent_at=None if deliver else now, created_at=now, meta=meta,
+        external_id=external_id,
     )
     for att in attachments:
         attachment_add(message=message, filename=att.filename, content_type=att.content_type, content=att.content)
@@ -443,7 +451,9 @@ def _do_reply(*, conversation, author, body, html, channel, recipient, attachmen
     record_event(conversation, EventKind.MESSAGE_OUT, at=now, actor=author if public else None,
                  actor_type=author_type, message=message,
                  data={"channel": channel.kind, "automated": not public})
-    updates = {"updated_at": now, "last_message_at": now, "last_message_preview": body[:200]}
+    updates = {"updated_at": timezone.now()}
+    if conversation.last_message_at is None or now >= conversation.last_message_at:
+        updates.update(last_message_at=now, last_message_preview=body[:200])
     if public:
         updates["waiting_since"] = None
         if conversation.first_reply_at is None:
@@ -457,30 +467,33 @@ def _do_reply(*, conversation, author, body, html, channel, recipient, attachmen
     for key, value in updates.items():
         setattr(conversation, key, value)
     if resolve:
-        resolve_conversation(conversation=conversation, actor=author)
+        resolve_conversation(conversation=conversation, actor=author, at=at)
     message_id = message.pk
-    transaction.on_commit(lambda: _after_reply(message_id))
+    transaction.on_commit(lambda: _after_reply(message_id, deliver))
     return message
 
 
-def _after_reply(message_id: int) -> None:
+def _after_reply(message_id: int, deliver: bool = True) -> None:
     from . import tasks
 
     realtime.publish_message(message_id)
-    tasks.deliver_message.delay(message_id)
+    if deliver:
+        tasks.deliver_message.delay(message_id)
 
 
-def add_note(*, conversation: Conversation, author, body: str, mentions=()) -> Message:
+def add_note(*, conversation: Conversation, author, body: str, mentions=(), at: datetime | None = None,
+             external_id: str | None = None) -> Message:
     with transaction.atomic():
-        now = timezone.now()
+        now = at or timezone.now()
         message = Message.objects.create(
             conversation=conversation, direction=Direction.NOTE, author_type=AuthorType.AGENT, author_user=author,
-            author_name=author.name if author else "", body_text=body, created_at=now,
+            author_name=author.name if author else "", body_text=body, created_at=now, external_id=external_id,
             meta={"mentions": [u.pk for u in mentions]} if mentions else {},
         )
         record_event(conversation, EventKind.NOTE, at=now, actor=author, message=message,
                      data={"mentions": [u.pk for u in mentions]})
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now, message_count=F("message_count") + 1)
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now(),
+                                                               message_count=F("message_count") + 1)
         mention_ids = [u.pk for u in mentions]
         message_id = message.pk
         transaction.on_commit(lambda: (realtime.publish_message(message_id),
@@ -538,9 +551,9 @@ def _save_and_publish(conversation: Conversation, fields: list[str], now: dateti
 
 @transaction.atomic
 def assign(*, conversation: Conversation, actor=None, agent=None, team=None, set_team: bool = False,
-           auto: bool = False) -> Conversation:
+           auto: bool = False, at: datetime | None = None) -> Conversation:
     """Assign to an agent (None unassigns) and/or a team (set_team=True)."""
-    now = timezone.now()
+    now = at or timezone.now()
     fields = []
     if set_team and (team.pk if team else None) != conversation.team_id:
         old = conversation.team_id
@@ -590,6 +603,7 @@ def _after_resolve(conversation_id: int) -> None:
 
 
 def reopen(*, conversation: Conversation, actor=None, at: datetime | None = None) -> Conversation:
+    """Reopen a resolved conversation (wake a snoozed one)."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if conversation.status != Status.RESOLVED:
