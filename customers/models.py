@@ -64,7 +64,14 @@ class Identity(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["kind", "value"], name="identity_unique_kind_value")]
+        constraints = [
+            # phone and whatsapp identities share one number space: a number
+            # belongs to one customer whichever of the two kinds it came as
+            models.UniqueConstraint(
+                models.Case(models.When(kind__in=["phone", "whatsapp"], then=models.Value("tel")),
+                            default=models.F("kind"), output_field=models.CharField()),
+                "value", name="identity_unique_kind_value"),
+        ]
         ordering = ["kind", "created_at"]
         verbose_name = _("identity")
         verbose_name_plural = _("identities")
