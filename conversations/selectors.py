@@ -1,0 +1,281 @@
+"""Reads for the agent inbox: views, keyset pagination, search, the timeline.
+
+Nothing here writes. The list never uses OFFSET: a page is "the next N rows
+after (sort key, id)" so page 1000 costs what page 1 costs, walking the
+(status, -last_message_at, -id) / (-last_message_at, -id) / (status,
+waiting_since) indexes on Conversation.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import F, Prefetch, Q, QuerySet
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext_lazy as _
+
+from .models import (
+    Conversation,
+    ConversationEvent,
+    Message,
+    ReadMarker,
+    Status,
+    Tag,
+    Team,
+)
+from .services import conversations_visible_to
+
+PAGE_SIZE = 25
+
+# Must match conversations/migrations/0004_fulltext_gin.py exactly.
+FTS_MESSAGE = "to_tsvector('simple'::regconfig, coalesce(body_text, ''))"
+FTS_SUBJECT = "to_tsvector('simple'::regconfig, coalesce(subject, ''))"
+FTS_CUSTOMER = "to_tsvector('simple'::regconfig, coalesce(name, '') || ' ' || coalesce(company, ''))"
+
+WORKING = (Status.OPEN, Status.PENDING)
+
+
+# --------------------------------------------------------------------------- views
+
+@dataclass
+class InboxView:
+    key: str
+    label: str
+    team: Team | None = None
+
+
+def inbox_views(user) -> list[InboxView]:
+    views = [InboxView("mine", _("Mine")), InboxView("unassigned", _("Unassigned"))]
+    for team in user.teams.all():
+        views.append(InboxView(f"team-{team.pk}", team.name, team))
+    if user.sees_all:
+        views.append(InboxView("all", _("All")))
+    views += [InboxView("snoozed", _("Snoozed")), InboxView("resolved", _("Resolved"))]
+    return views
+
+
+def view_queryset(user, view_key: str, *, explicit_status: bool = False) -> QuerySet | None:
+    """The visible conversations of one named view, or None for an unknown/forbidden view.
+
+    With explicit_status the view does not impose its status (the filter does)."""
+    qs = conversations_visible_to(user)
+    status = WORKING
+    if view_key == "mine":
+        qs = qs.filter(assignee=user)
+    elif view_key == "unassigned":
+        qs = qs.filter(assignee__isnull=True)
+    elif view_key.startswith("team-"):
+        team_id = view_key[5:]
+        if not team_id.isdigit():
+            return None
+        if not user.sees_all and not user.teams.filter(pk=int(team_id)).exists():
+            return None
+        qs = qs.filter(team_id=int(team_id))
+    elif view_key == "all":
+        if not user.sees_all:
+            return None
+    elif view_key == "snoozed":
+        status = (Status.SNOOZED,)
+    elif view_key == "resolved":
+        status = (Status.RESOLVED,)
+    elif view_key == "search":
+        status = None
+    else:
+        return None
+    if status and not explicit_status:
+        qs = qs.filter(status=status[0]) if len(status) == 1 else qs.filter(status__in=status)
+    return qs
+
+
+# --------------------------------------------------------------------------- search
+
+def search_filter(qs: QuerySet, q: str) -> QuerySet:
+    """Full-text search over message bodies, subjects and customers.
+
+    PostgreSQL: GIN expression indexes with the 'simple' configuration (no
+    stemming: the helpdesk is multilingual), plus exact identity match (an
+    email address or phone number). SQLite: icontains on the same fields."""
+    q = (q or "").strip()[:200]
+    if not q:
+        return qs
+    from customers.models import Identity
+
+    identity_ids = Identity.objects.filter(value__iexact=q).values("customer_id")
+    if connection.vendor == "postgresql":
+        tsq = "plainto_tsquery('simple'::regconfig, %s)"
+        in_messages = RawSQL(
+            f"SELECT conversation_id FROM conversations_message WHERE {FTS_MESSAGE} @@ {tsq}", (q,))
+        in_customers = RawSQL(f"SELECT id FROM customers_customer WHERE {FTS_CUSTOMER} @@ {tsq}", (q,))
+        in_subjects = RawSQL(f"SELECT id FROM conversations_conversation WHERE {FTS_SUBJECT} @@ {tsq}", (q,))
+        return qs.filter(Q(pk__in=in_messages) | Q(pk__in=in_subjects) | Q(customer_id__in=in_customers)
+                         | Q(customer_id__in=identity_ids))
+    words = q.split()
+    cond = Q()
+    for word in words[:8]:
+        cond &= (Q(subject__icontains=word) | Q(customer__name__icontains=word)
+                 | Q(customer__company__icontains=word)
+                 | Q(pk__in=Message.objects.filter(body_text__icontains=word).values("conversation_id")))
+    return qs.filter(cond | Q(customer_id__in=identity_ids))
+
+
+# --------------------------------------------------------------------------- keyset pages
+
+SORTS = {
+    "activity": _("Last activity"),
+    "waiting": _("Longest waiting"),
+}
+
+
+def _encode(values: list) -> str:
+    raw = json.dumps(values, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> list | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = json.loads(raw)
+        if not isinstance(values, list) or len(values) != 2 or not isinstance(values[1], int):
+            return None
+        if values[0] is not None:
+            dt = parse_datetime(values[0])
+            if dt is None:
+                return None
+            values[0] = dt
+        return values
+    except (ValueError, TypeError):
+        return None
+
+
+@dataclass
+class Page:
+    rows: list
+    next_cursor: str | None
+    sort: str
+    extra: dict = field(default_factory=dict)
+
+
+def _row_lt(column: str) -> str:
+    return f'("conversations_conversation"."{column}", "conversations_conversation"."id") < (%s, %s)'
+
+
+def _row_gt(column: str) -> str:
+    return f'("conversations_conversation"."{column}", "conversations_conversation"."id") > (%s, %s)'
+
+
+def paginate(qs: QuerySet, *, sort: str = "activity", cursor: str | None = None, size: int = PAGE_SIZE) -> Page:
+    """One keyset page. sort=activity: newest activity first (NULLs first, like the
+    DESC index); sort=waiting: customers waiting longest first (waiting ones only)."""
+    size = max(1, min(size, 100))
+    after = _decode(cursor) if cursor else None
+    if sort == "waiting":
+        qs = qs.filter(waiting_since__isnull=False)
+        if after and after[0] is not None:
+            qs = qs.extra(where=[_row_gt("waiting_since")], params=[after[0], after[1]])
+        qs = qs.order_by("waiting_since", "id")
+        key = "waiting_since"
+    else:
+        sort = "activity"
+        if after:
+            ts, pk = after
+            if ts is None:
+                qs = qs.filter(Q(last_message_at__isnull=True, pk__lt=pk) | Q(last_message_at__isnull=False))
+            else:
+                qs = qs.extra(where=[_row_lt("last_message_at")], params=[ts, pk])
+        qs = qs.order_by(F("last_message_at").desc(nulls_first=True), "-id")
+        key = "last_message_at"
+    rows = list(qs[: size + 1])
+    next_cursor = None
+    if len(rows) > size:
+        rows = rows[:size]
+        last = rows[-1]
+        value = getattr(last, key)
+        next_cursor = _encode([value.isoformat() if value else None, last.pk])
+    return Page(rows, next_cursor, sort)
+
+
+def list_queryset(qs: QuerySet) -> QuerySet:
+    """What a list row shows: customer, assignee, team, tags (one prefetch query)."""
+    return qs.select_related("customer", "assignee", "team").prefetch_related(
+        Prefetch("tags", queryset=Tag.objects.order_by("name")))
+
+
+def mark_unread(rows: list, user) -> None:
+    """Set row.unread (one query for the page): the agent has not looked since the last message."""
+    if not rows:
+        return
+    markers = dict(ReadMarker.objects.filter(user=user, conversation_id__in=[r.pk for r in rows])
+                   .values_list("conversation_id", "read_at"))
+    for row in rows:
+        seen = markers.get(row.pk)
+        row.unread = bool(row.last_message_at and (seen is None or seen < row.last_message_at))
+
+
+def sla_due(rows: list) -> None:
+    """Hook for the metrics engineer: if metrics.sla.due_times(conversations) exists and
+    returns {conversation_id: datetime}, rows get .sla_due; otherwise None (the list
+    then shows the waiting time only)."""
+    due: dict = {}
+    try:
+        from metrics import sla  # type: ignore
+    except ImportError:
+        sla = None
+    fn = getattr(sla, "due_times", None) if sla else None
+    if fn and rows:
+        try:
+            due = fn(rows) or {}
+        except Exception:  # a broken hook must not break the inbox
+            due = {}
+    for row in rows:
+        row.sla_due = due.get(row.pk)
+
+
+# --------------------------------------------------------------------------- conversation
+
+def visible_conversation(user, pk: int) -> Conversation | None:
+    return (conversations_visible_to(user).select_related("customer", "assignee", "team", "origin_channel")
+            .prefetch_related("tags").filter(pk=pk).first())
+
+
+@dataclass
+class TimelineItem:
+    kind: str  # "message" or "event"
+    at: datetime
+    obj: object
+
+
+# event kinds that are already visible as a message in the timeline
+_MESSAGE_EVENTS = {"message_in", "message_out", "note"}
+
+
+def timeline(conversation: Conversation, *, limit: int = 500) -> tuple[list[TimelineItem], bool]:
+    """Messages (all channels, with attachments) and system events, oldest first.
+
+    Returns (items, truncated): only the latest `limit` messages are loaded."""
+    msgs = list(Message.objects.filter(conversation=conversation)
+                .select_related("author_user", "channel").prefetch_related("attachments")
+                .order_by("-created_at", "-id")[: limit + 1])
+    truncated = len(msgs) > limit
+    msgs = list(reversed(msgs[:limit]))
+    events = ConversationEvent.objects.filter(conversation=conversation).exclude(kind__in=_MESSAGE_EVENTS)
+    if truncated and msgs:
+        events = events.filter(at__gte=msgs[0].created_at)
+    events = list(events.select_related("actor_user").order_by("at", "id")[:limit])
+    items = [TimelineItem("message", m.created_at, m) for m in msgs]
+    items += [TimelineItem("event", e.at, e) for e in events]
+    items.sort(key=lambda i: (i.at, 0 if i.kind == "event" else 1))
+    return items, truncated
+
+
+def other_conversations(conversation: Conversation, user, limit: int = 20) -> list[Conversation]:
+    return list(conversations_visible_to(user).filter(customer_id=conversation.customer_id)
+                .exclude(pk=conversation.pk).order_by(F("last_message_at").desc(nulls_last=True))[:limit])
+
+
+def now() -> datetime:
+    return timezone.now()
