@@ -130,7 +130,7 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "threadline"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_URL = "memory://localhost/"
     CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = TESTING
 CELERY_RESULT_BACKEND = None
@@ -204,6 +204,12 @@ OUTBOUND_HTTP_TIMEOUT = env_int("OUTBOUND_HTTP_TIMEOUT", 10)
 # Allow outbound HTTP (webhooks, providers) to private/loopback addresses.
 # Off in production (SSRF); the tests and local fakes turn it on.
 OUTBOUND_ALLOW_PRIVATE = env_bool("OUTBOUND_ALLOW_PRIVATE", DEBUG or TESTING)
+# Outbound webhooks (helpdesk/webhooks.py): retried with backoff for this long,
+# a subscription is disabled after this many failed attempts in a row.
+WEBHOOK_RETRY_FOR = env_int("WEBHOOK_RETRY_FOR", 24 * 3600)
+WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 20)
+# Largest API request body (413 above it).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 30 * 1024 * 1024)
 CHAT_OFFLINE_EMAIL_DELAY = env_int("CHAT_OFFLINE_EMAIL_DELAY", 300)
 
 # --- Security ------------------------------------------------------------------
@@ -244,7 +250,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "helpdesk.api.schema.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": [
+        "helpdesk.api.parsers.JSONParser",
+        "helpdesk.api.parsers.FormParser",
+        "helpdesk.api.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "helpdesk.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["helpdesk.api.throttling.TokenRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"token": env_str("API_RATE_LIMIT", "1200/min")},
@@ -268,5 +279,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "celery.app.trace": {"level": "WARNING"}},
 }
