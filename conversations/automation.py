@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 AFTER_INGEST_HOOKS = [
     "conversations.assignment.auto_assign_hook",
     "channels_app.automation.auto_acknowledge_hook",
+    "channels_app.adapters.meta.contacts.contact_details_hook",
 ]
 AFTER_RESOLVE_HOOKS = [
     "metrics.surveys.after_resolve_hook",
