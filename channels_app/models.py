@@ -124,3 +124,7 @@ class InboundEnvelope(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} envelope #{self.pk} ({self.status})"
+
+
+# The email adapter's IMAP cursor lives in its package (channels_app/adapters/email/models.py).
+from .adapters.email.models import ImapCursor  # noqa: E402,F401
