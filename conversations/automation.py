@@ -22,6 +22,7 @@ AFTER_INGEST_HOOKS = [
 ]
 AFTER_RESOLVE_HOOKS = [
     "metrics.surveys.after_resolve_hook",
+    "channels_app.adapters.chat.hooks.after_resolve_hook",
 ]
 
 

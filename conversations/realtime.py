@@ -8,9 +8,11 @@ that reconnects can ask for what changed since.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.utils import timezone
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,10 @@ def send(groups: list[str], payload: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    # `id` lets a socket that is in several of these groups drop the copies;
+    # `at` (server time) is what a reconnecting client passes to catch_up.
+    payload.setdefault("id", uuid.uuid4().hex)
+    payload.setdefault("at", timezone.now().isoformat())
     event = {"type": "broadcast", "payload": payload}
     try:
         for group in groups:
@@ -108,6 +114,36 @@ def publish_mentions(message_id: int, user_ids: list[int]) -> None:
 def publish_customer_merged(survivor_id: int, merged_id: int) -> None:
     send(["inbox"], {"event": "customer.merged", "survivor": survivor_id, "merged": merged_id})
     _notify_integrations("customer.merged", {"survivor": survivor_id, "merged": merged_id})
+
+
+def publish_sla_warning(conversation_id: int, *, kind: str, due_at, breached: bool = False) -> None:
+    """An SLA timer is about to run out (or ran out) on a conversation: for the
+    SLA engine to call. `kind` names the timer (first_response, resolution)."""
+    from .models import Conversation
+
+    conv = Conversation.objects.filter(pk=conversation_id).first()
+    if conv is None:
+        return
+    send(conversation_groups(conv), {
+        "event": "sla.breached" if breached else "sla.warning", "conversation": _conversation_payload(conv),
+        "sla": {"kind": kind, "due_at": due_at.isoformat() if hasattr(due_at, "isoformat") else due_at}})
+
+
+def publish_presence(conversation_id: int, viewers: list[dict], typing: list[dict]) -> None:
+    """Who is viewing / typing a reply in a conversation (collision detection)."""
+    send([f"conversation.{conversation_id}"],
+         {"event": "presence", "conversation": conversation_id, "viewers": viewers, "typing": typing})
+
+
+def publish_availability(user_id: int, status: str) -> None:
+    """An agent went online, away or offline. Every agent socket is in `inbox`
+    or `team.none`, so these two groups reach everyone exactly once."""
+    send(["inbox", "team.none"], {"event": "agent.availability", "agent": user_id, "status": status})
+
+
+def publish_customer_typing(conversation_id: int, typing: bool) -> None:
+    send([f"conversation.{conversation_id}"],
+         {"event": "customer.typing", "conversation": conversation_id, "typing": bool(typing)})
 
 
 def _notify_integrations(event: str, obj) -> None:

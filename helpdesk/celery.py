@@ -12,6 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
 app = Celery("helpdesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.autodiscover_tasks(["channels_app.adapters.chat"])  # chat/presence periodic tasks
 
 # name -> (dotted task name, every N seconds)
 PERIODIC_TASKS = {
@@ -19,6 +20,8 @@ PERIODIC_TASKS = {
     "requeue-outbox": ("conversations.tasks.requeue_stale_outbox", 60),
     "poll-imap": ("channels_app.tasks.poll_all_imap", 60),
     "metrics-flush": ("metrics.tasks.periodic", 60),
+    "chat-email-unseen": ("channels_app.adapters.chat.tasks.email_unseen_replies", 60),
+    "presence-sweep": ("channels_app.adapters.chat.tasks.presence_sweep", 60),
 }
 
 app.conf.beat_schedule = {

@@ -1,0 +1,44 @@
+"""Visitor messages into the core: stored as an envelope first, then parsed
+by the adapter and ingested (channels_app.services), so nothing is lost."""
+from __future__ import annotations
+
+import json
+
+from django.db import transaction
+
+from channels_app.services import envelope_process, envelope_store
+from customers.models import Identity
+from customers.services import InvalidIdentity, customer_resolve, identity_add, normalize_identity
+
+
+def ingest_visitor_message(channel, body: dict, *, headers: dict | None = None, remote_addr: str | None = None,
+                           source: str = "widget"):
+    """Store and ingest one visitor message. Returns the stored Message.
+    Raises ValueError (ParseError, InvalidInbound) for a message we refuse."""
+    envelope = envelope_store(channel=channel, kind="chat", body=json.dumps(body).encode(), headers=headers or {},
+                              source=source, remote_addr=remote_addr)
+    result = envelope_process(envelope)
+    return result.messages[0].meta["_result"].message
+
+
+def visitor_email(channel, visitor_id: str, email: str, name: str = "") -> bool:
+    """The visitor gave an email address (pre-chat or offline form): link it to
+    the visitor's customer through the core, which joins (or suggests merging
+    with) the customer who already owns that address."""
+    try:
+        kind, value = normalize_identity("email", email)
+    except InvalidIdentity:
+        return False
+    with transaction.atomic():
+        ident = Identity.objects.filter(kind="chat", value=visitor_id).select_related("customer").first()
+        if ident is None:
+            # no message yet: one customer for both identities (the existing owner of the email, if any)
+            customer_resolve(identities=[("chat", visitor_id), (kind, value)], name=name)
+            return True
+        customer = ident.customer
+        identity_add(customer=customer, kind=kind, value=value)
+        if name and not customer.name:
+            from customers.services import customer_update
+
+            customer_update(customer=customer, name=name)
+    return True
