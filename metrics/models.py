@@ -37,7 +37,189 @@ class SurveyInvitation(models.Model):
     score = models.SmallIntegerField(null=True, blank=True)
     comment = models.TextField(blank=True)
     answered_at = models.DateTimeField(null=True, blank=True)
+    language = models.CharField(max_length=10, blank=True)
+    message_id = models.BigIntegerField(null=True, blank=True)  # the invitation message, if sent by us
 
     class Meta:
         ordering = ["-invited_at"]
         indexes = [models.Index(fields=["answered_at"]), models.Index(fields=["customer", "invited_at"])]
+
+
+# --------------------------------------------------------------------------- business hours and SLA
+
+def _default_schedule() -> dict:
+    return {str(d): [["09:00", "17:00"]] for d in range(5)}
+
+
+class BusinessHours(models.Model):
+    """A team's weekly schedule in a time zone, minus holidays.
+
+    `schedule` maps a weekday ("0" Monday .. "6" Sunday) to a list of
+    ["HH:MM", "HH:MM"] intervals in local time; `holidays` lists ISO dates.
+    """
+
+    team = models.OneToOneField("conversations.Team", on_delete=models.CASCADE, related_name="business_hours",
+                                verbose_name=_("team"))
+    timezone = models.CharField(_("time zone"), max_length=64, default="UTC")
+    schedule = models.JSONField(_("weekly schedule"), default=_default_schedule)
+    holidays = models.JSONField(_("holidays"), default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("business hours")
+        verbose_name_plural = _("business hours")
+
+    def __str__(self) -> str:
+        return f"{self.team} ({self.timezone})"
+
+
+class SlaPolicy(models.Model):
+    """First response and resolution targets for one priority."""
+
+    priority = models.CharField(_("priority"), max_length=10, unique=True)
+    first_response_seconds = models.PositiveIntegerField(_("first response target (seconds)"), null=True, blank=True)
+    resolution_seconds = models.PositiveIntegerField(_("resolution target (seconds)"), null=True, blank=True)
+    business_hours = models.BooleanField(_("count business hours only"), default=False)
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        ordering = ["priority"]
+        verbose_name = _("SLA policy")
+        verbose_name_plural = _("SLA policies")
+
+    def __str__(self) -> str:
+        return f"SLA {self.priority}"
+
+
+# --------------------------------------------------------------------------- facts and rollups
+
+class ConversationFact(models.Model):
+    """Everything KPI.md needs about one conversation, folded from its events.
+
+    `conversation_id` is a plain integer (no foreign key) so the rollup
+    contributions of a deleted (merged-away) conversation can be withdrawn.
+    `contrib` keeps exactly what this fact added to DailyRollup, so a
+    recomputation applies the difference (incremental == full recompute).
+    """
+
+    conversation_id = models.BigIntegerField(primary_key=True)
+    customer_id = models.BigIntegerField(null=True, db_index=True)
+    origin_kind = models.CharField(max_length=20, blank=True)
+    started_at = models.DateTimeField(null=True)
+    created_day = models.DateField(null=True)
+    outbound_first = models.BooleanField(default=False)
+    first_inbound_at = models.DateTimeField(null=True)
+    # first response
+    frt_at = models.DateTimeField(null=True)
+    frt_day = models.DateField(null=True, db_index=True)
+    frt_seconds = models.FloatField(null=True)
+    frt_bh_seconds = models.FloatField(null=True)
+    frt_kind = models.CharField(max_length=20, blank=True)
+    frt_agent_id = models.BigIntegerField(null=True)
+    frt_team_id = models.BigIntegerField(null=True)
+    awaiting_since = models.DateTimeField(null=True)
+    # resolution (final: null while not resolved now)
+    resolved_at = models.DateTimeField(null=True)
+    resolved_day = models.DateField(null=True, db_index=True)
+    resolution_seconds = models.FloatField(null=True)
+    resolution_bh_seconds = models.FloatField(null=True)
+    resolution_agent_id = models.BigIntegerField(null=True)
+    resolution_team_id = models.BigIntegerField(null=True)
+    reopen_count = models.PositiveIntegerField(default=0)
+    public_replies = models.PositiveIntegerField(default=0)
+    contacts = models.PositiveIntegerField(default=0)
+    switches = models.PositiveIntegerField(default=0)
+    one_touch = models.BooleanField(null=True)
+    fcr = models.BooleanField(null=True)
+    fcr_final = models.BooleanField(default=False)
+    fcr_window_end = models.DateTimeField(null=True, db_index=True)
+    repeat_contact = models.BooleanField(null=True)
+    sla_met = models.BooleanField(null=True)
+    sla_frt_met = models.BooleanField(null=True)
+    sla_resolution_met = models.BooleanField(null=True)
+    initial_team_id = models.BigIntegerField(null=True)
+    responses = models.JSONField(default=list)  # [[at, seconds, channel, agent, team]]
+    reopens = models.JSONField(default=list)  # [[at, agent, team]]
+    contrib = models.JSONField(default=dict)
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["customer_id", "started_at"], name="fact_customer_started")]
+
+
+class ResponseFact(models.Model):
+    """One answered customer turn (response time), dated on the reply."""
+
+    conversation_id = models.BigIntegerField(db_index=True)
+    at = models.DateTimeField()
+    day = models.DateField(db_index=True)
+    seconds = models.FloatField()
+    channel = models.CharField(max_length=20, blank=True)
+    agent_id = models.BigIntegerField(null=True)
+    team_id = models.BigIntegerField(null=True)
+
+
+ROLLUP_COLUMNS = [
+    "created", "resolved", "reopened",
+    "frt_count", "frt_sum_ms", "frt_bh_sum_ms",
+    "rt_count", "rt_sum_ms",
+    "res_sum_ms", "res_bh_sum_ms",
+    "contacts_sum", "switches_sum", "one_touch",
+    "fcr_final_count", "fcr_final_yes", "fcr_prov_count", "fcr_prov_yes",
+    "repeat_yes", "sla_count", "sla_met",
+]
+
+
+class DailyRollup(models.Model):
+    """Sums and counts per local day and dimension (channel kind, agent, team).
+
+    0 stands for "no agent" / "no team" so the row key is unique and upsertable.
+    Means are sum/count at read time; never stored.
+    """
+
+    day = models.DateField()
+    channel = models.CharField(max_length=20, blank=True, default="")
+    agent_id = models.BigIntegerField(default=0)
+    team_id = models.BigIntegerField(default=0)
+    created = models.BigIntegerField(default=0)
+    resolved = models.BigIntegerField(default=0)
+    reopened = models.BigIntegerField(default=0)
+    frt_count = models.BigIntegerField(default=0)
+    frt_sum_ms = models.BigIntegerField(default=0)
+    frt_bh_sum_ms = models.BigIntegerField(default=0)
+    rt_count = models.BigIntegerField(default=0)
+    rt_sum_ms = models.BigIntegerField(default=0)
+    res_sum_ms = models.BigIntegerField(default=0)
+    res_bh_sum_ms = models.BigIntegerField(default=0)
+    contacts_sum = models.BigIntegerField(default=0)
+    switches_sum = models.BigIntegerField(default=0)
+    one_touch = models.BigIntegerField(default=0)
+    fcr_final_count = models.BigIntegerField(default=0)
+    fcr_final_yes = models.BigIntegerField(default=0)
+    fcr_prov_count = models.BigIntegerField(default=0)
+    fcr_prov_yes = models.BigIntegerField(default=0)
+    repeat_yes = models.BigIntegerField(default=0)
+    sla_count = models.BigIntegerField(default=0)
+    sla_met = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "channel", "agent_id", "team_id"],
+                                               name="rollup_unique_key")]
+
+
+class DirtyConversation(models.Model):
+    """Conversations whose facts must be recomputed (the batch queue of the engine)."""
+
+    conversation_id = models.BigIntegerField(primary_key=True)
+    marked_at = models.DateTimeField(default=timezone.now)
+
+
+class ImportJob(models.Model):
+    """One import through the API (kept for Idempotency-Key replays) or the command."""
+
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    status_code = models.PositiveSmallIntegerField(default=200)
+    result = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)

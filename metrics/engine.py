@@ -1,0 +1,340 @@
+"""The KPI engine: folds ConversationEvents into facts and daily rollups.
+
+Incremental path: `events_recorded` marks the touched conversations dirty (one
+row each, deduplicated) and schedules ONE debounced flush task; the flush
+recomputes those conversations' facts and applies the difference of their
+rollup contributions with an additive upsert. `periodic()` flushes whatever a
+lost task left behind and finalises FCR verdicts whose window has closed.
+`recompute_all()` rebuilds everything from the event log; the result equals
+the incremental one (tests/metrics/test_property.py).
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
+
+from conversations.models import Conversation, ConversationEvent, EventKind
+
+from . import facts as F
+from .businesshours import local_day, schedules as load_schedules
+from .models import (
+    ROLLUP_COLUMNS,
+    ConversationFact,
+    DailyRollup,
+    DirtyConversation,
+    ResponseFact,
+    SlaPolicy,
+)
+
+log = logging.getLogger(__name__)
+
+RELEVANT_KINDS = [EventKind.CREATED, EventKind.MESSAGE_IN, EventKind.MESSAGE_OUT, EventKind.ASSIGNED,
+                  EventKind.TEAM_CHANGED, EventKind.RESOLVED, EventKind.REOPENED]
+FLUSH_LOCK = "metrics:flush-scheduled"
+_suspended = {"depth": 0}
+
+
+class suspended:
+    """Within this block events are only marked dirty, never flushed (bulk imports flush once at the end)."""
+
+    def __enter__(self):
+        _suspended["depth"] += 1
+
+    def __exit__(self, *exc):
+        _suspended["depth"] -= 1
+
+
+# --------------------------------------------------------------------------- incremental entry points
+
+def events_recorded(event_ids: list[int]) -> None:
+    """Called after commit for new events: mark their conversations dirty, schedule one flush."""
+    if not event_ids:
+        return
+    rows = ConversationEvent.objects.filter(pk__in=event_ids).values_list("conversation_id", "kind", "data")
+    ids = set()
+    for conv_id, kind, data in rows:
+        ids.add(conv_id)
+        if kind == EventKind.CONVERSATIONS_MERGED and isinstance(data, dict) and data.get("merged"):
+            ids.add(int(data["merged"]))  # the merged-away conversation's fact must be withdrawn
+    mark_dirty(ids)
+    if _suspended["depth"]:
+        return
+    schedule_flush()
+
+
+def mark_dirty(conversation_ids) -> None:
+    now = timezone.now()
+    DirtyConversation.objects.bulk_create(
+        [DirtyConversation(conversation_id=i, marked_at=now) for i in conversation_ids], ignore_conflicts=True)
+
+
+def schedule_flush() -> None:
+    from helpdesk.celery import app
+
+    from . import tasks
+
+    if app.conf.task_always_eager:
+        flush()
+        return
+    # debounce: at most one pending flush task; periodic() catches anything missed
+    if cache.add(FLUSH_LOCK, 1, timeout=5):
+        transaction.on_commit(lambda: tasks.flush.apply_async(countdown=1))
+
+
+def flush(batch: int = 2000) -> int:
+    """Recompute every dirty conversation. Returns how many were processed."""
+    done = 0
+    while True:
+        with transaction.atomic():
+            ids = list(DirtyConversation.objects.order_by("marked_at").values_list("conversation_id", flat=True)[:batch])
+            if not ids:
+                break
+            DirtyConversation.objects.filter(conversation_id__in=ids).delete()
+            recompute_conversations(ids)
+        done += len(ids)
+    cache.delete(FLUSH_LOCK)
+    return done
+
+
+def periodic() -> None:
+    """Every 60 s: flush leftovers and finalise FCR verdicts whose window closed."""
+    now = timezone.now()
+    due = list(ConversationFact.objects.filter(fcr_final=False, fcr_window_end__lte=now)
+               .values_list("conversation_id", flat=True)[:5000])
+    if due:
+        mark_dirty(due)
+    flush()
+
+
+# --------------------------------------------------------------------------- recomputation
+
+def _load_events(ids) -> dict[int, list[F.Ev]]:
+    out: dict[int, list[F.Ev]] = defaultdict(list)
+    rows = (ConversationEvent.objects.filter(conversation_id__in=ids, kind__in=RELEVANT_KINDS)
+            .values_list("id", "conversation_id", "kind", "at", "actor_type", "actor_user_id", "data"))
+    for eid, cid, kind, at, actor_type, actor_id, data in rows.iterator(chunk_size=5000):
+        out[cid].append(F.Ev(eid, kind, at, actor_type, actor_id, data or {}))
+    return out
+
+
+def _context():
+    return load_schedules(), {p.priority: p for p in SlaPolicy.objects.filter(active=True)}
+
+
+def _bases(ids, context) -> list[F.Base]:
+    schedules, policies = context
+    convs = {c[0]: F.ConvInfo(*c) for c in
+             Conversation.objects.filter(pk__in=ids).values_list("id", "customer_id", "team_id", "priority")}
+    events = _load_events(list(convs))
+    return [F.build_base(info, events.get(cid, []), schedules, policies) for cid, info in convs.items()]
+
+
+def _to_fact(base: F.Base) -> ConversationFact:
+    return ConversationFact(
+        conversation_id=base.conversation_id, customer_id=base.customer_id, origin_kind=base.origin_kind,
+        started_at=base.started_at, created_day=local_day(base.started_at) if base.started_at else None,
+        outbound_first=base.outbound_first, first_inbound_at=base.first_inbound_at, frt_at=base.frt_at,
+        frt_day=local_day(base.frt_at) if base.frt_at else None, frt_seconds=base.frt_seconds,
+        frt_bh_seconds=base.frt_bh_seconds, frt_kind=base.frt_kind, frt_agent_id=base.frt_agent_id,
+        frt_team_id=base.frt_team_id, awaiting_since=base.awaiting_since, resolved_at=base.resolved_at,
+        resolved_day=local_day(base.resolved_at) if base.resolved_at else None,
+        resolution_seconds=base.resolution_seconds, resolution_bh_seconds=base.resolution_bh_seconds,
+        resolution_agent_id=base.resolution_agent_id, resolution_team_id=base.resolution_team_id,
+        reopen_count=base.reopen_count, public_replies=base.public_replies, contacts=base.contacts,
+        switches=base.switches, sla_frt_met=base.sla_frt_met, sla_resolution_met=base.sla_resolution_met,
+        initial_team_id=base.initial_team_id,
+        responses=[[a.isoformat(), s, k, ag, t] for a, s, k, ag, t in base.responses],
+        reopens=[[a.isoformat(), ag, t] for a, ag, t in base.reopens],
+        computed_at=timezone.now(),
+    )
+
+
+class _FactView:
+    """Adapter so facts.contributions can read a ConversationFact row."""
+
+    def __init__(self, fact: ConversationFact):
+        self.f = fact
+        self.reopens = [(datetime.fromisoformat(a), ag, t) for a, ag, t in fact.reopens]
+        self.responses = [(datetime.fromisoformat(a), s, k, ag, t) for a, s, k, ag, t in fact.responses]
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _finish(fact: ConversationFact, other_starts: list[datetime], now: datetime) -> dict:
+    """Set the cross-conversation and time-dependent fields; return the new contributions."""
+    fcr, final, repeat, end = F.fcr_verdict(fact, other_starts, now)
+    fact.fcr, fact.fcr_final, fact.repeat_contact, fact.fcr_window_end = fcr, final, repeat, end
+    if fact.resolved_at is not None:
+        fact.one_touch = fact.public_replies == 1 and fact.reopen_count == 0
+        fact.sla_met = (None if fact.sla_frt_met is None
+                        else bool(fact.sla_frt_met and fact.sla_resolution_met))
+    else:
+        fact.one_touch = None
+        fact.sla_met = None
+    if fact.fcr_final or fact.fcr_window_end is None:
+        fact.fcr_window_end = None if fact.fcr_final else fact.fcr_window_end
+    fact.contrib = F.contributions(_FactView(fact))
+    return fact.contrib
+
+
+def _starts_by_customer(customer_ids) -> dict[int, list[tuple[int, datetime]]]:
+    out: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
+    rows = (ConversationFact.objects.filter(customer_id__in=customer_ids, outbound_first=False,
+                                            started_at__isnull=False)
+            .values_list("customer_id", "conversation_id", "started_at"))
+    for cust, cid, started in rows:
+        out[cust].append((cid, started))
+    return out
+
+
+def recompute_conversations(ids, now: datetime | None = None) -> None:
+    """Recompute the facts of `ids` (and of the same customers' conversations whose
+    FCR/repeat verdict they may change) and apply the rollup difference. Call in a transaction."""
+    now = now or timezone.now()
+    ids = set(ids)
+    context = _context()
+    old = {f.conversation_id: f for f in ConversationFact.objects.filter(conversation_id__in=ids)}
+    bases = _bases(ids, context)
+    new = {b.conversation_id: _to_fact(b) for b in bases}
+    # FCR neighbours: the same customers' resolved conversations within FCR_WINDOW before these start
+    customers = {f.customer_id for f in new.values() if f.customer_id} | {
+        f.customer_id for f in old.values() if f.customer_id}
+    starts = [f.started_at for f in new.values() if f.started_at] + [f.started_at for f in old.values() if f.started_at]
+    if customers and starts:
+        since = min(starts) - timedelta(seconds=settings.FCR_WINDOW)
+        neighbour_ids = set(ConversationFact.objects.filter(customer_id__in=customers, resolved_at__gte=since)
+                            .exclude(conversation_id__in=ids).values_list("conversation_id", flat=True))
+    else:
+        neighbour_ids = set()
+    neighbours = {f.conversation_id: f for f in ConversationFact.objects.filter(conversation_id__in=neighbour_ids)}
+    old.update({cid: _clone(f) for cid, f in neighbours.items()})
+
+    # write the new base facts first so the customer's starts are current
+    ConversationFact.objects.filter(conversation_id__in=ids).delete()
+    ConversationFact.objects.bulk_create(new.values())
+    by_customer = _starts_by_customer(customers)
+    changed = {**neighbours, **new}
+    delta: dict[str, dict[str, int]] = {}
+    for cid, fact in changed.items():
+        others = [s for c, s in by_customer.get(fact.customer_id, []) if c != cid]
+        _finish(fact, others, now)
+        _add(delta, fact.contrib, 1)
+        if cid in old:
+            _add(delta, old[cid].contrib, -1)
+    for cid, fact in old.items():
+        if cid not in changed:  # conversation gone (merged away, deleted)
+            _add(delta, fact.contrib, -1)
+    _save_finished(list(changed.values()))
+    ResponseFact.objects.filter(conversation_id__in=ids).delete()
+    ResponseFact.objects.bulk_create(_response_rows(new.values()))
+    apply_delta(delta)
+
+
+def _clone(fact: ConversationFact) -> ConversationFact:
+    c = ConversationFact(**{f.attname: getattr(fact, f.attname) for f in ConversationFact._meta.concrete_fields})
+    c.contrib = dict(fact.contrib)
+    return c
+
+
+def _save_finished(facts: list[ConversationFact]) -> None:
+    ConversationFact.objects.bulk_update(
+        facts, ["fcr", "fcr_final", "repeat_contact", "fcr_window_end", "one_touch", "sla_met", "contrib"],
+        batch_size=1000)
+
+
+def _response_rows(facts) -> list[ResponseFact]:
+    rows = []
+    for f in facts:
+        for at, seconds, kind, agent, team in f.responses:
+            at_dt = datetime.fromisoformat(at)
+            rows.append(ResponseFact(conversation_id=f.conversation_id, at=at_dt, day=local_day(at_dt),
+                                     seconds=seconds, channel=kind or "", agent_id=agent, team_id=team))
+    return rows
+
+
+def _add(acc: dict, contrib: dict, sign: int) -> None:
+    for key, cols in (contrib or {}).items():
+        row = acc.setdefault(key, {})
+        for col, val in cols.items():
+            row[col] = row.get(col, 0) + sign * val
+
+
+def apply_delta(delta: dict) -> None:
+    """Additive upsert of rollup rows (INSERT ... ON CONFLICT DO UPDATE SET c = c + excluded.c)."""
+    rows = []
+    for key, cols in delta.items():
+        if not any(cols.values()):
+            continue
+        day, channel, agent, team = key.split("|")
+        rows.append([day, channel, int(agent), int(team)] + [int(cols.get(c, 0)) for c in ROLLUP_COLUMNS])
+    if not rows:
+        return
+    table = DailyRollup._meta.db_table
+    cols = ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS]
+    placeholders = ", ".join(["%s"] * len(cols))
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ROLLUP_COLUMNS)
+    sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders}) "
+           f"ON CONFLICT (day, channel, agent_id, team_id) DO UPDATE SET {updates}")
+    with connection.cursor() as cur:
+        cur.executemany(sql, rows)
+
+
+# --------------------------------------------------------------------------- full recompute
+
+def recompute_all(progress=None, chunk: int = 2000, now: datetime | None = None) -> int:
+    """Rebuild facts and rollups from the event log. Returns the number of conversations."""
+    now = now or timezone.now()
+    context = _context()
+    all_ids = list(Conversation.objects.order_by("pk").values_list("pk", flat=True))
+    total = 0
+    with transaction.atomic():
+        DirtyConversation.objects.all().delete()
+        DailyRollup.objects.all().delete()
+        ResponseFact.objects.all().delete()
+        ConversationFact.objects.all().delete()
+    # pass 1: per-conversation facts
+    for i in range(0, len(all_ids), chunk):
+        ids = all_ids[i:i + chunk]
+        with transaction.atomic():
+            new = [_to_fact(b) for b in _bases(ids, context)]
+            ConversationFact.objects.bulk_create(new, batch_size=1000)
+            ResponseFact.objects.bulk_create(_response_rows(new), batch_size=2000)
+        total += len(ids)
+        if progress:
+            progress(len(ids), "facts")
+    # pass 2: FCR / repeat verdicts need every customer's starts; then sum contributions
+    starts: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
+    for cust, cid, started in (ConversationFact.objects.filter(outbound_first=False, started_at__isnull=False)
+                               .values_list("customer_id", "conversation_id", "started_at").iterator(chunk_size=20000)):
+        starts[cust].append((cid, started))
+    acc: dict[str, dict[str, int]] = {}
+    for i in range(0, len(all_ids), chunk):
+        ids = all_ids[i:i + chunk]
+        with transaction.atomic():
+            batch = list(ConversationFact.objects.filter(conversation_id__in=ids))
+            for fact in batch:
+                others = [s for c, s in starts.get(fact.customer_id, []) if c != fact.conversation_id]
+                _add(acc, _finish(fact, others, now), 1)
+            _save_finished(batch)
+        if progress:
+            progress(len(ids), "rollups")
+    with transaction.atomic():
+        apply_delta(acc)
+    return total
+
+
+def rollup_snapshot() -> dict:
+    """Non-zero rollup rows as a comparable dict (tests, recompute checks)."""
+    out = {}
+    for row in DailyRollup.objects.values("day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS):
+        vals = {c: row[c] for c in ROLLUP_COLUMNS if row[c]}
+        if vals:
+            out[(str(row["day"]), row["channel"], row["agent_id"], row["team_id"])] = vals
+    return out

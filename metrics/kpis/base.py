@@ -1,0 +1,177 @@
+"""What every KPI module shares: the selection (period, grouping, filters),
+group keys, rollup sums and percentile helpers."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Aggregate, F, FloatField, Sum, Value
+from django.db.models.functions import TruncMonth, TruncWeek
+
+from ..models import ROLLUP_COLUMNS, DailyRollup
+
+GROUPINGS = ("channel", "agent", "team", "day", "week", "month")
+TIME_GROUPINGS = ("day", "week", "month")
+
+
+@dataclass
+class Selection:
+    """A period [start, end] of local days (settings.TIME_ZONE), a grouping and filters."""
+
+    start: date
+    end: date
+    group_by: str | None = None
+    channel: str | None = None
+    team_id: int | None = None
+    agent_id: int | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(settings.TIME_ZONE)
+
+    @property
+    def start_at(self) -> datetime:
+        return datetime.combine(self.start, time(0), tzinfo=self.tz)
+
+    @property
+    def end_at(self) -> datetime:
+        """Exclusive end: local midnight after `end`."""
+        return datetime.combine(self.end + timedelta(days=1), time(0), tzinfo=self.tz)
+
+    def previous(self) -> "Selection":
+        """The period of the same length just before this one."""
+        days = (self.end - self.start).days + 1
+        return Selection(self.start - timedelta(days=days), self.start - timedelta(days=1), self.group_by,
+                         self.channel, self.team_id, self.agent_id)
+
+    def memo(self, key, fn):
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+
+def time_key(day: date, group_by: str) -> date:
+    if group_by == "week":
+        return day - timedelta(days=day.weekday())
+    if group_by == "month":
+        return day.replace(day=1)
+    return day
+
+
+def filter_dims(qs, sel: Selection, *, channel: str, agent: str, team: str):
+    if sel.channel:
+        qs = qs.filter(**{channel: sel.channel})
+    if sel.agent_id:
+        qs = qs.filter(**{agent: sel.agent_id})
+    if sel.team_id:
+        qs = qs.filter(**{team: sel.team_id})
+    return qs
+
+
+def rollups(sel: Selection) -> dict:
+    """{group key: {column: sum}} from DailyRollup for the selection."""
+
+    def load():
+        qs = filter_dims(DailyRollup.objects.filter(day__gte=sel.start, day__lte=sel.end), sel,
+                         channel="channel", agent="agent_id", team="team_id")
+        dim = {"channel": "channel", "agent": "agent_id", "team": "team_id"}.get(sel.group_by)
+        if sel.group_by in TIME_GROUPINGS:
+            dim = "day"
+        sums = {c: Sum(c) for c in ROLLUP_COLUMNS}
+        out: dict = defaultdict(lambda: dict.fromkeys(ROLLUP_COLUMNS, 0))
+        if dim is None:
+            row = qs.aggregate(**sums)
+            out[None] = {c: row[c] or 0 for c in ROLLUP_COLUMNS}
+            return dict(out)
+        for row in qs.values(dim).annotate(**sums).order_by():
+            key = row[dim]
+            if sel.group_by in TIME_GROUPINGS:
+                key = time_key(key, sel.group_by)
+            elif sel.group_by in ("agent", "team"):
+                key = key or None
+            acc = out[key]
+            for c in ROLLUP_COLUMNS:
+                acc[c] += row[c] or 0
+        return dict(out)
+
+    return sel.memo("rollups", load)
+
+
+def ratio(num, den):
+    return None if not den else num / den
+
+
+# --------------------------------------------------------------------------- percentiles
+
+class PercentileCont(Aggregate):
+    function = "percentile_cont"
+    template = "%(function)s(%(p)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Linear interpolation, as PostgreSQL's percentile_cont."""
+    if not values:
+        return None
+    values = sorted(values)
+    pos = (len(values) - 1) * p
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def group_annotation(sel: Selection, dims: dict):
+    """The expression for the group key of a fact query (dims: day/channel/agent/team field names)."""
+    g = sel.group_by
+    if g is None:
+        return Value(0)
+    if g == "day":
+        return F(dims["day"])
+    if g == "week":
+        return TruncWeek(dims["day"])
+    if g == "month":
+        return TruncMonth(dims["day"])
+    return F(dims[g])
+
+
+def _norm_key(sel: Selection, key):
+    if sel.group_by is None:
+        return None
+    if sel.group_by in TIME_GROUPINGS:
+        if isinstance(key, datetime):
+            key = key.date()
+        if isinstance(key, str):
+            key = date.fromisoformat(key[:10])
+        return key
+    if sel.group_by in ("agent", "team"):
+        return key or None
+    return key
+
+
+def medians(qs, sel: Selection, dims: dict, value: str) -> dict:
+    """{group: (median, p90)} of `value` over a fact queryset (already filtered)."""
+    qs = qs.filter(**{f"{dims['day']}__gte": sel.start, f"{dims['day']}__lte": sel.end,
+                      f"{value}__isnull": False})
+    qs = filter_dims(qs, sel, channel=dims["channel"], agent=dims["agent"], team=dims["team"])
+    qs = qs.annotate(g=group_annotation(sel, dims))
+    out = {}
+    if connection.vendor == "postgresql":
+        rows = qs.values("g").annotate(median=PercentileCont(value, p=0.5), p90=PercentileCont(value, p=0.9)).order_by()
+        for row in rows:
+            out[_norm_key(sel, row["g"])] = (row["median"], row["p90"])
+        return out
+    values: dict = defaultdict(list)
+    for g, v in qs.values_list("g", value):
+        values[_norm_key(sel, g)].append(v)
+    return {k: (percentile(v, 0.5), percentile(v, 0.9)) for k, v in values.items()}
+
+
+def time_stats(count: int, sum_ms: int, pct: tuple | None) -> dict:
+    median, p90 = pct if pct else (None, None)
+    return {"count": count, "mean": (sum_ms / count / 1000.0) if count else None,
+            "median": median if count else None, "p90": p90 if count else None}
