@@ -60,7 +60,8 @@ def envelope_process(envelope: InboundEnvelope) -> ParseResult:
                 log.info("status %s for unknown message %s on %s", status.status, status.external_id, channel)
                 continue
             conv_services.delivery_update(message=outbound, status=status.status, error=status.error, at=status.at)
-        state = EnvelopeStatus.PROCESSED if (result.messages or result.statuses) else EnvelopeStatus.IGNORED
+        state = (EnvelopeStatus.PROCESSED if (result.messages or result.statuses or result.handled)
+                 else EnvelopeStatus.IGNORED)
         InboundEnvelope.objects.filter(pk=envelope.pk).update(
             status=state, error=result.ignored_reason[:2000], attempts=envelope.attempts,
             processed_at=timezone.now(), message_ids=message_ids)
@@ -91,3 +92,27 @@ def envelope_replay(envelope: InboundEnvelope) -> bool:
     except Exception:
         log.warning("replay of envelope %s failed", envelope.pk)
         return False
+
+
+# --------------------------------------------------------------------------- channel configuration (API, admin)
+
+def channel_save(*, channel: Channel | None = None, kind: str | None = None, name: str | None = None,
+                 team=..., active: bool | None = None, config: dict | None = None) -> Channel:
+    """Create or update a channel. `config` is one flat dict: secret keys go to
+    the encrypted `secrets` (an empty value keeps the stored secret), the rest
+    to `settings` (Channel.set_config)."""
+    channel = channel or Channel(kind=kind)
+    if name is not None:
+        channel.name = name
+    if team is not ...:
+        channel.team = team
+    if active is not None:
+        channel.active = active
+    if config:
+        channel.set_config(config)
+    channel.save()
+    return channel
+
+
+def channel_delete(*, channel: Channel) -> None:
+    channel.delete()

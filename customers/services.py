@@ -229,3 +229,40 @@ def customer_merge(*, survivor: Customer, merged: Customer, actor=None, reason: 
 
     realtime.publish_customer_merged(survivor.pk, snapshot["id"])
     return record
+
+
+class IdentityTaken(ValueError):
+    """An identity given for a new customer already belongs to another customer."""
+
+    def __init__(self, message: str, customer_id: int):
+        super().__init__(message)
+        self.customer_id = customer_id
+
+
+@transaction.atomic
+def customer_create(*, name: str = "", company: str = "", language: str = "", attributes: dict | None = None,
+                    external_id: str | None = None, identities=(), actor=None) -> Customer:
+    """Create a customer with its identities (raw kind/value pairs, normalized here).
+
+    Raises InvalidIdentity for a bad identity and IdentityTaken when another
+    customer already owns one (the caller decides: merge or update that one)."""
+    normalized = [normalize_identity(kind, value) for kind, value in identities]
+    for kind, value in normalized:
+        owner = Identity.objects.filter(_lookup_q(kind, value)).values_list("customer_id", flat=True).first()
+        if owner:
+            raise IdentityTaken(f"{kind} {value} already belongs to customer {owner}.", owner)
+    now = timezone.now()
+    customer = Customer.objects.create(name=name[:200], company=company[:200], language=language[:10],
+                                       attributes=attributes or {}, external_id=external_id or None,
+                                       first_seen_at=now, last_seen_at=now)
+    Identity.objects.bulk_create([Identity(customer=customer, kind=k, value=v) for k, v in dict.fromkeys(normalized)])
+    return customer
+
+
+@transaction.atomic
+def order_upsert(*, customer: Customer, external_id: str, amount, currency: str = "USD",
+                 placed_at: datetime | None = None) -> tuple[Order, bool]:
+    """Create or update an order by its shop's external id (idempotent)."""
+    defaults = {"customer": customer, "amount": amount, "currency": (currency or "USD").upper()[:3],
+                "placed_at": placed_at or timezone.now()}
+    return Order.objects.update_or_create(external_id=external_id, defaults=defaults)

@@ -22,6 +22,7 @@ PERIODIC_TASKS = {
     "metrics-flush": ("metrics.tasks.periodic", 60),
     "chat-email-unseen": ("channels_app.adapters.chat.tasks.email_unseen_replies", 60),
     "presence-sweep": ("channels_app.adapters.chat.tasks.presence_sweep", 60),
+    "retry-webhooks": ("helpdesk.tasks.retry_webhooks", 30),
 }
 
 app.conf.beat_schedule = {

@@ -95,3 +95,88 @@ class ApiToken(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+# --------------------------------------------------------------------------- outbound webhooks (issue 8)
+
+WEBHOOK_EVENTS = [
+    ("conversation.created", _("Conversation created")),
+    ("conversation.updated", _("Conversation updated")),
+    ("conversation.resolved", _("Conversation resolved")),
+    ("message.created", _("Message created")),
+    ("survey.answered", _("Survey answered")),
+    ("customer.merged", _("Customer merged")),
+]
+WEBHOOK_EVENT_NAMES = [name for name, _label in WEBHOOK_EVENTS]
+
+
+def _webhook_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+class WebhookSubscription(models.Model):
+    """An integrator's URL that receives signed JSON for the events it chose."""
+
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="webhook_subscriptions")
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    url = models.URLField(_("target URL"), max_length=500)
+    events = models.JSONField(_("events"), default=list)
+    secret = models.CharField(max_length=100, default=_webhook_secret)
+    active = models.BooleanField(_("active"), default=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("webhook subscription")
+
+    def __str__(self) -> str:
+        return f"{self.name or self.url} ({', '.join(self.events)})"
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RETRYING = "retrying", _("Retrying")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+class WebhookDelivery(models.Model):
+    """One event for one subscription, with every attempt's outcome (the delivery log)."""
+
+    subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.UUIDField(db_index=True)
+    event = models.CharField(max_length=40)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["subscription", "-created_at"], name="webhook_delivery_sub_created"),
+                   models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due")]
+
+
+class IdempotencyKey(models.Model):
+    """A stored response for an `Idempotency-Key` POST: a repeat gets the same answer."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    scope = models.CharField(max_length=200)  # method + path
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_unique_user_key")]

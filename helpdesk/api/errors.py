@@ -41,3 +41,34 @@ def exception_handler(exc, context):
         response["Retry-After"] = str(int(exc.wait) + 1)
     response.data = body
     return response
+
+
+# --------------------------------------------------------------------------- schema
+
+from drf_spectacular.utils import OpenApiResponse  # noqa: E402
+from rest_framework import serializers  # noqa: E402
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error body of the API."""
+
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.JSONField()),
+                                   help_text="Field name -> list of messages (empty unless input was invalid).")
+
+
+def _err(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
+ERROR_RESPONSES = {
+    400: _err("Invalid input: `errors` maps each field to its messages."),
+    401: _err("Missing or invalid token."),
+    403: _err("Your role does not allow this."),
+    404: _err("Not found (or not visible to you)."),
+    409: _err("Conflict."),
+    413: _err("Request body too large."),
+    415: _err("Unsupported media type."),
+    429: _err("Rate limited: retry after `Retry-After` seconds."),
+}
+READ_ERRORS = {k: ERROR_RESPONSES[k] for k in (401, 403, 404, 429)}
