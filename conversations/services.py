@@ -59,10 +59,6 @@ class IngestResult:
     channel_switched: bool = False
 
 
-class _Duplicate(Exception):
-    pass
-
-
 # --------------------------------------------------------------------------- events
 
 def record_event(conversation: Conversation, kind: str, *, at: datetime | None = None, actor=None,
@@ -117,8 +113,13 @@ def ingest(msg: InboundMessage) -> IngestResult:
     try:
         with transaction.atomic():
             return _ingest(msg, identities)
-    except _Duplicate:
-        existing = Message.objects.get(channel=msg.channel, external_id=msg.external_id)
+    except IntegrityError:
+        # a concurrent delivery of the same message won the race: the whole
+        # transaction is rolled back and the stored message returned
+        existing = (Message.objects.filter(channel=msg.channel, external_id=msg.external_id).first()
+                    if msg.external_id else None)
+        if existing is None:
+            raise
         return IngestResult(existing, created=False)
 
 
@@ -142,26 +143,18 @@ def _ingest(msg: InboundMessage, identities) -> IngestResult:
         )
     body_html = sanitize_html(msg.html) if msg.html else ""
     text = msg.text or (html_to_text(body_html) if body_html else "")
-    if msg.notes:
-        text = text  # notes are shown separately, kept in meta
     meta = {k: v for k, v in msg.meta.items() if not k.startswith("_")}
     if msg.notes:
         meta["notes"] = msg.notes
     if msg.auto_submitted:
         meta["auto_submitted"] = True
-    try:
-        with transaction.atomic():
-            message = Message.objects.create(
-                conversation=conversation, direction=Direction.INBOUND, channel=channel, channel_kind=kind,
-                author_type=AuthorType.CUSTOMER, author_name=(msg.name or customer.name)[:200],
-                automated=msg.auto_submitted, body_text=text, body_html=body_html, subject=msg.subject[:300],
-                external_id=msg.external_id, meta=meta, envelope_id=msg.envelope_id, created_at=at,
-                recipient=meta.get("to", "")[:320] if isinstance(meta.get("to"), str) else "",
-            )
-    except IntegrityError as exc:
-        if msg.external_id and Message.objects.filter(channel=channel, external_id=msg.external_id).exists():
-            raise _Duplicate() from exc
-        raise
+    message = Message.objects.create(
+        conversation=conversation, direction=Direction.INBOUND, channel=channel, channel_kind=kind,
+        author_type=AuthorType.CUSTOMER, author_name=(msg.name or customer.name)[:200],
+        automated=msg.auto_submitted, body_text=text, body_html=body_html, subject=msg.subject[:300],
+        external_id=msg.external_id, meta=meta, envelope_id=msg.envelope_id, created_at=at,
+        recipient=meta.get("to", "")[:320] if isinstance(meta.get("to"), str) else "",
+    )
     _store_attachments(message, msg.attachments)
     _store_thread_keys(conversation, msg)
 
@@ -370,7 +363,8 @@ def reply_channels(conversation: Conversation) -> list:
 
     kinds = set(Identity.objects.filter(customer=conversation.customer_id).values_list("kind", flat=True))
     usable = [c for c in Channel.objects.filter(active=True)
-              if c.kind == "api" or kinds.intersection(RECIPIENT_IDENTITY_KINDS.get(c.kind, []))]
+              if c.kind == "api" or (c.kind != "phone"  # calls are logged, not sent
+                                     and kinds.intersection(RECIPIENT_IDENTITY_KINDS.get(c.kind, [])))]
     default, _reason = default_reply_channel(conversation)
     usable.sort(key=lambda c: (c.pk != getattr(default, "pk", None), c.kind, c.name))
     return usable
@@ -386,11 +380,19 @@ def default_reply_channel(conversation: Conversation):
         (conversation.last_inbound_channel_id, conversation.last_inbound_at),
         (conversation.origin_channel_id, conversation.created_at),
     ]
+    if "phone" in (customer.last_inbound_kind, conversation.last_inbound_kind):
+        # A call is not a channel to write to: after a call, text replies go
+        # where the customer last wrote (their latest non-phone message).
+        written = (Message.objects.filter(conversation__customer=customer, direction=Direction.INBOUND,
+                                          channel__isnull=False).exclude(channel_kind="phone")
+                   .order_by("-created_at", "-id").values_list("channel_id", "created_at").first())
+        if written:
+            candidates.insert(2, written)
     for channel_id, when in candidates:
         if not channel_id:
             continue
         channel = Channel.objects.filter(pk=channel_id, active=True).first()
-        if channel is None:
+        if channel is None or channel.kind == "phone":
             continue
         if channel.kind == "webform":  # the web form answers by email
             email = Channel.objects.filter(kind="email", active=True).order_by("pk").first()
@@ -501,16 +503,34 @@ def add_note(*, conversation: Conversation, author, body: str, mentions=(), at: 
     return message
 
 
+CALL_DIRECTIONS = ("inbound", "outbound")
+CALL_OUTCOMES = ("answered", "voicemail", "missed", "no_answer", "busy", "failed")
+
+
 def log_call(*, conversation: Conversation, author, direction: str, duration_seconds: int, outcome: str,
              summary: str, at: datetime | None = None, channel=None) -> Message:
-    """An agent's call note: a phone-channel message that counts like any other."""
+    """An agent's call note: a phone-channel message that counts like any other.
+
+    An inbound call is the customer's message (it may switch the channel); an
+    outbound one is the agent's, and counts as a reply only when it reached
+    the customer (answered or voicemail left)."""
     from channels_app.models import Channel
 
+    if direction not in CALL_DIRECTIONS:
+        raise ValueError(_("Unknown call direction: %(value)s") % {"value": direction})
+    if outcome not in CALL_OUTCOMES:
+        raise ValueError(_("Unknown call outcome: %(value)s") % {"value": outcome})
+    duration = int(duration_seconds or 0)
+    if duration < 0:
+        raise ValueError(_("A call cannot last less than 0 seconds."))
     channel = channel or Channel.objects.filter(kind="phone", active=True).order_by("pk").first()
     now = timezone.now()
     at = at or now
-    meta = {"call": {"direction": direction, "duration": int(duration_seconds), "outcome": outcome}}
+    meta = {"call": {"direction": direction, "duration": duration, "outcome": outcome, "source": "agent",
+                     "logged_by": author.pk if author else None}}
     with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        latest = conversation.last_message_at is None or at >= conversation.last_message_at
         if direction == "inbound":
             message = Message.objects.create(
                 conversation=conversation, direction=Direction.INBOUND, channel=channel, channel_kind="phone",
@@ -522,18 +542,38 @@ def log_call(*, conversation: Conversation, author, direction: str, duration_sec
                              data={"from": conversation.last_inbound_kind, "to": "phone"})
             record_event(conversation, EventKind.MESSAGE_IN, at=at, actor_type=AuthorType.CUSTOMER,
                          message=message, data={"channel": "phone", "call": True})
-            updates = _after_inbound_fields(conversation, channel, at, now, message, False, False) if channel else {}
+            if channel:
+                updates = _after_inbound_fields(conversation, channel, at, now, message, False, False)
+            else:  # no phone channel configured: the same fields, without a channel
+                updates = {"updated_at": now}
+                if latest:
+                    updates.update(last_message_at=at, last_message_preview=summary[:200])
+                if conversation.last_inbound_at is None or at >= conversation.last_inbound_at:
+                    updates.update(last_inbound_at=at, last_inbound_kind="phone")
             Conversation.objects.filter(pk=conversation.pk).update(message_count=F("message_count") + 1, **updates)
+            customer = conversation.customer
+            cust_updates = {}
+            if at > customer.last_seen_at:
+                cust_updates["last_seen_at"] = at
+            if not customer.last_inbound_at or at >= customer.last_inbound_at:
+                cust_updates.update(last_inbound_at=at, last_inbound_kind="phone",
+                                    last_inbound_channel_id=channel.pk if channel else None)
+            if cust_updates:
+                Customer.objects.filter(pk=customer.pk).update(**cust_updates)
         else:
             message = Message.objects.create(
                 conversation=conversation, direction=Direction.OUTBOUND, channel=channel, channel_kind="phone",
                 author_type=AuthorType.AGENT, author_user=author, author_name=author.name if author else "",
                 body_text=summary, created_at=at, delivery_status=DeliveryStatus.DELIVERED, meta=meta)
             record_event(conversation, EventKind.MESSAGE_OUT, at=at, actor=author, message=message,
-                         data={"channel": "phone", "call": True})
-            updates = {"updated_at": now, "last_message_at": at, "waiting_since": None}
-            if conversation.first_reply_at is None:
-                updates["first_reply_at"] = at
+                         data={"channel": "phone", "call": True, "outcome": outcome})
+            updates = {"updated_at": now}
+            if latest:
+                updates.update(last_message_at=at, last_message_preview=summary[:200])
+            if outcome in ("answered", "voicemail"):  # the customer was reached: that is a reply
+                updates["waiting_since"] = None
+                if conversation.first_reply_at is None:
+                    updates["first_reply_at"] = at
             Conversation.objects.filter(pk=conversation.pk).update(message_count=F("message_count") + 1, **updates)
         message_id = message.pk
         transaction.on_commit(lambda: realtime.publish_message(message_id))
