@@ -1,0 +1,70 @@
+"""Reads behind the manager dashboard (every figure through metrics.report / metrics.kpis)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from conversations.models import ACTIVE_STATUSES, Conversation
+from helpdesk.models import User
+
+from . import report, sla
+from .kpis import first_response_time
+from .kpis.base import Selection
+from .models import SurveyInvitation
+
+TABLES = ("summary", "channel", "team", "agent", "day", "week", "month", "distribution", "comments")
+
+
+def _sub(sel: Selection, group_by):
+    return replace(sel, group_by=group_by, _cache={})
+
+
+def table(sel: Selection, name: str) -> list[dict]:
+    if name == "summary":
+        return report.build(_sub(sel, None))
+    if name == "distribution":
+        return first_response_time.distribution(sel)
+    if name == "comments":
+        return comments(sel, limit=1000)
+    return report.build(_sub(sel, name))
+
+
+def comments(sel: Selection, limit: int = 30) -> list[dict]:
+    qs = (SurveyInvitation.objects.filter(score__isnull=False, answered_at__gte=sel.start_at,
+                                          answered_at__lt=sel.end_at).exclude(comment="")
+          .select_related("agent", "team").order_by("-answered_at"))
+    if sel.channel:
+        qs = qs.filter(channel_kind=sel.channel)
+    if sel.team_id:
+        qs = qs.filter(team_id=sel.team_id)
+    if sel.agent_id:
+        qs = qs.filter(agent_id=sel.agent_id)
+    return [{"answered_at": s.answered_at.isoformat(), "kind": s.kind, "score": s.score, "comment": s.comment,
+             "channel": s.channel_kind, "agent": s.agent.email if s.agent else None,
+             "team": s.team.name if s.team else None, "conversation": s.conversation_id} for s in qs[:limit]]
+
+
+def live_counters() -> dict:
+    active = Conversation.objects.filter(status__in=ACTIVE_STATUSES)
+    return {
+        "open_now": active.count(),
+        "waiting_past_sla": len(sla.waiting_past_sla()),
+        "agents_online": User.objects.filter(is_active=True, availability="online").count(),
+    }
+
+
+def data(sel: Selection) -> dict:
+    current = report.build(_sub(sel, None))[0]
+    previous = report.build(_sub(sel.previous(), None))[0]
+    trend_group = "day" if (sel.end - sel.start).days <= 62 else ("week" if (sel.end - sel.start).days <= 370 else "month")
+    return {
+        "current": current,
+        "previous": previous,
+        "trend_group": trend_group,
+        "trend": report.build(_sub(sel, trend_group)),
+        "by_channel": report.build(_sub(sel, "channel")),
+        "by_team": report.build(_sub(sel, "team")),
+        "by_agent": report.build(_sub(sel, "agent")),
+        "distribution": first_response_time.distribution(sel),
+        "comments": comments(sel),
+        "live": live_counters(),
+    }

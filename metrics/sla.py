@@ -1,0 +1,99 @@
+"""SLA timers for the inbox and the live counters.
+
+    from metrics.sla import due_times
+    timers = due_times(conversation)   # dict, see below
+
+`due_times` returns {"policy": SlaPolicy | None,
+                     "first_response_due": datetime | None,  # None once answered or without target
+                     "resolution_due": datetime | None,      # None once resolved or without target
+                     "first_response_breached": bool, "resolution_breached": bool,
+                     "warning": bool}   # a due time is less than 20 % of its target away
+Business-hours policies count only the team's business hours (metrics.businesshours).
+`waiting_past_sla(qs=None)` returns the ids of active conversations past their
+first-response target (the dashboard's "waiting past SLA" counter, usable as an inbox filter).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from conversations.models import ACTIVE_STATUSES, Conversation
+
+from .businesshours import Schedule
+from .models import BusinessHours, SlaPolicy
+
+WARNING_SHARE = 0.2
+
+
+def _schedule(conversation) -> Schedule | None:
+    bh = BusinessHours.objects.filter(team_id=conversation.team_id).first() if conversation.team_id else None
+    return Schedule.from_model(bh) if bh else None
+
+
+def _due(start: datetime, seconds: int, schedule: Schedule | None) -> datetime | None:
+    if schedule is None:
+        return start + timedelta(seconds=seconds)
+    return schedule.add_seconds(start, seconds)
+
+
+def due_times(conversation: Conversation, *, now: datetime | None = None, policies: dict | None = None,
+              schedules: dict | None = None) -> dict:
+    """SLA due times of one conversation (pass `policies`/`schedules` dicts to avoid queries in lists)."""
+    now = now or timezone.now()
+    if policies is None:
+        policy = SlaPolicy.objects.filter(priority=conversation.priority, active=True).first()
+    else:
+        policy = policies.get(conversation.priority)
+    result = {"policy": policy, "first_response_due": None, "resolution_due": None,
+              "first_response_breached": False, "resolution_breached": False, "warning": False}
+    if policy is None:
+        return result
+    if policy.business_hours:
+        schedule = schedules.get(conversation.team_id) if schedules is not None else _schedule(conversation)
+    else:
+        schedule = None
+    if policy.first_response_seconds and conversation.first_reply_at is None and conversation.first_inbound_at:
+        due = _due(conversation.first_inbound_at, policy.first_response_seconds, schedule)
+        result["first_response_due"] = due
+        if due and now > due:
+            result["first_response_breached"] = True
+        elif due and (due - now).total_seconds() < WARNING_SHARE * policy.first_response_seconds:
+            result["warning"] = True
+    if policy.resolution_seconds and conversation.status != "resolved":
+        start = conversation.created_at
+        due = _due(start, policy.resolution_seconds, schedule)
+        result["resolution_due"] = due
+        if due and now > due:
+            result["resolution_breached"] = True
+        elif due and (due - now).total_seconds() < WARNING_SHARE * policy.resolution_seconds:
+            result["warning"] = True
+    return result
+
+
+def waiting_past_sla(qs=None, *, now: datetime | None = None) -> list[int]:
+    """Ids of active, unanswered conversations past their first-response target."""
+    from .businesshours import schedules as load_schedules
+
+    now = now or timezone.now()
+    policies = {p.priority: p for p in SlaPolicy.objects.filter(active=True, first_response_seconds__isnull=False)}
+    if not policies:
+        return []
+    qs = (qs if qs is not None else Conversation.objects.all()).filter(
+        status__in=ACTIVE_STATUSES, first_reply_at__isnull=True, first_inbound_at__isnull=False)
+    schedules = None
+    out = []
+    for priority, policy in policies.items():
+        # calendar time >= business time, so the calendar bound pre-filters both kinds
+        cands = qs.filter(priority=priority,
+                          first_inbound_at__lt=now - timedelta(seconds=policy.first_response_seconds))
+        if not policy.business_hours:
+            out += list(cands.values_list("pk", flat=True)[:10000])
+            continue
+        if schedules is None:
+            schedules = load_schedules()
+        for conv in cands.only("pk", "priority", "team_id", "first_inbound_at", "first_reply_at", "status",
+                               "created_at")[:10000]:
+            if due_times(conv, now=now, policies=policies, schedules=schedules)["first_response_breached"]:
+                out.append(conv.pk)
+    return out
