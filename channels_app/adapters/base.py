@@ -38,6 +38,8 @@ class ParseResult:
     statuses: list[StatusUpdate] = field(default_factory=list)
     # set for payloads we accept but do not act on (unknown event types)
     ignored_reason: str = ""
+    # the adapter applied the payload itself (e.g. a call's status on its message)
+    handled: bool = False
     # processing adds what each message became; adapters can shape the reply with it
     response: HttpResponse | None = None
 
