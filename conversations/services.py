@@ -518,8 +518,7 @@ def log_call(*, conversation: Conversation, author, direction: str, duration_sec
 
     if direction not in CALL_DIRECTIONS:
         raise ValueError(_("Unknown call direction: %(value)s") % {"value": direction})
-    if outcome not in CALL_OUTCOMES:
-        raise ValueError(_("Unknown call outcome: %(value)s") % {"value": outcome})
+    outcome = (outcome or "").strip()[:100]  # forms offer CALL_OUTCOMES; "" means not said
     duration = int(duration_seconds or 0)
     if duration < 0:
         raise ValueError(_("A call cannot last less than 0 seconds."))
@@ -570,7 +569,7 @@ def log_call(*, conversation: Conversation, author, direction: str, duration_sec
             updates = {"updated_at": now}
             if latest:
                 updates.update(last_message_at=at, last_message_preview=summary[:200])
-            if outcome in ("answered", "voicemail"):  # the customer was reached: that is a reply
+            if outcome not in ("missed", "no_answer", "busy", "failed"):  # the customer was reached: a reply
                 updates["waiting_since"] = None
                 if conversation.first_reply_at is None:
                     updates["first_reply_at"] = at
