@@ -34,7 +34,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.cache import cache
 
 from . import live, tokens
-from . import settings as chat_settings
+from . import config as chat_settings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 from channels_app.models import Channel
 
 from . import live, snippet, tokens
-from . import settings as chat_settings
+from . import config as chat_settings
 from .consumers import throttle_hit
 from .inbound import ingest_visitor_message
 
