@@ -13,6 +13,7 @@ import html as html_lib
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import timezone as dt_timezone
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
@@ -59,6 +60,23 @@ def decode_bytes(payload: bytes, charset: str | None) -> str:
 
 # --------------------------------------------------------------------------- headers
 
+def clean(value: str) -> str:
+    """No NUL bytes and no lone surrogates (neither PostgreSQL nor UTF-8 accept them)."""
+    if not value:
+        return ""
+    value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if _only_escapes(value) \
+            else value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _only_escapes(value: str) -> bool:
+    return all(not (0xD800 <= ord(c) <= 0xDFFF) or 0xDC80 <= ord(c) <= 0xDCFF for c in value)
+
+
 def header(msg: Message, name: str, default: str = "") -> str:
     """A header as text; malformed headers fall back to their raw value."""
     try:
@@ -75,7 +93,7 @@ def header(msg: Message, name: str, default: str = "") -> str:
         text = str(value)
     except Exception:
         text = repr(value)
-    return text.replace("\r", " ").replace("\n", " ").strip()
+    return clean(text.replace("\r", " ").replace("\n", " ").strip())
 
 
 def header_all(msg: Message, name: str) -> list[str]:
@@ -86,7 +104,7 @@ def header_all(msg: Message, name: str) -> list[str]:
     out = []
     for value in values:
         try:
-            out.append(str(value))
+            out.append(clean(str(value)))
         except Exception:
             continue
     return out
@@ -259,7 +277,16 @@ class _Parts:
     returned: list[Message] = field(default_factory=list)
 
 
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\r\n]")
+
+
 def _payload_bytes(part: Message) -> bytes:
+    cte = header(part, "Content-Transfer-Encoding").lower()
+    if cte == "base64":
+        raw = part.get_payload()
+        if isinstance(raw, str) and len(_NOT_BASE64.findall(raw[:4096])) > 3:
+            # declared base64 but it is not: keep the text as sent rather than garbage
+            return raw.encode("utf-8", errors="surrogateescape")
     try:
         data = part.get_payload(decode=True)
     except Exception:
@@ -285,7 +312,7 @@ def _filename(part: Message) -> str:
                 name = decode_bytes(name[2].encode("latin-1", "replace"), name[0])
         except Exception:
             name = None
-    return str(name or "").replace("\x00", "").strip()[:255]
+    return clean(str(name or "")).strip()[:255]
 
 
 def _is_attachment(part: Message, ctype: str) -> bool:
@@ -293,7 +320,7 @@ def _is_attachment(part: Message, ctype: str) -> bool:
         disposition = part.get_content_disposition()
     except Exception:
         disposition = None
-    if disposition == "attachment":
+    if disposition == "attachment" or ctype in ("text/calendar", "text/x-vcard", "text/vcard"):
         return True
     if ctype in ("text/plain", "text/html") and not _filename(part):
         return False
@@ -458,7 +485,7 @@ def _date(msg: Message):
     if when is None:
         return None
     if timezone.is_naive(when):
-        when = timezone.make_aware(when, timezone.utc)
+        when = when.replace(tzinfo=dt_timezone.utc)
     now = timezone.now()
     # clients with broken clocks: trust the header only within a sane range
     if when > now or (now - when).days > 3650:
@@ -469,6 +496,18 @@ def _date(msg: Message):
 def parse_email(raw: bytes, channel, *, recipients: list[str] | None = None) -> ParsedEmail:
     """Parse raw mail bytes; never raises. `recipients` are the envelope
     recipients (SMTP RCPT TO) when known, used to find the reply token."""
+    try:
+        return _parse_email(raw, channel, recipients=recipients)
+    except Exception:
+        # last resort: keep the message as text rather than lose it
+        log.exception("email parsing failed; ingesting the raw text")
+        text = decode_bytes(raw, "utf-8").replace("\x00", "")
+        return ParsedEmail(message=InboundMessage(
+            channel=channel, external_id=stable_id(raw), identities=[("email", "unknown-sender@threadline.invalid")],
+            text=text[:200000], subject="", is_email_thread=True, meta={"parse_failed": True}))
+
+
+def _parse_email(raw: bytes, channel, *, recipients: list[str] | None = None) -> ParsedEmail:
     try:
         msg = parse_bytes(raw)
     except Exception:  # practically unreachable: the parser is lenient

@@ -21,6 +21,9 @@ from django.db import close_old_connections
 from . import parser
 
 log = logging.getLogger(__name__)
+# aiosmtpd logs every SMTP command at INFO: keep that out of the logs unless configured
+if logging.getLogger("mail.log").level == logging.NOTSET:
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def channel_for_recipient(address: str):
