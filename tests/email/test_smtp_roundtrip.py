@@ -135,7 +135,7 @@ def test_over_size_limit_is_refused_with_552(email_channel):
         with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
             client.helo("client.example")
             with pytest.raises(smtplib.SMTPDataError) as exc:
-                client.sendmail("kim@example.org", ["support@acme.test"], msg.as_bytes())
+                client.send_message(msg)
         assert exc.value.smtp_code == 552
         assert not InboundEnvelope.objects.exists()
     finally:
