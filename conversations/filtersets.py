@@ -37,11 +37,42 @@ class CommaMultipleChoiceFilter(django_filters.MultipleChoiceFilter):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("widget", forms.SelectMultiple)
+        kwargs.setdefault("distinct", False)  # DISTINCT would defeat the keyset index walk
         super().__init__(*args, **kwargs)
 
     class field_class(django_filters.MultipleChoiceFilter.field_class):
         def clean(self, value):
             return super().clean(_values(value))
+
+
+class _DateOrDateTimeField(forms.DateTimeField):
+    """ISO 8601 date-time, or a plain date (midnight in the current time zone)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        from datetime import datetime, time
+
+        from django.utils import timezone
+        from django.utils.dateparse import parse_date, parse_datetime
+
+        text = str(value).strip()
+        try:
+            parsed = parse_datetime(text.replace(" ", "T").replace("Z", "+00:00"))
+            if parsed is None:
+                day = parse_date(text)
+                parsed = datetime.combine(day, time.min) if day else None
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise forms.ValidationError(_("Enter a date (YYYY-MM-DD) or an ISO 8601 date-time."), code="invalid")
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed)
+        return parsed
+
+
+class DateTimeRangeFilter(django_filters.DateTimeFilter):
+    field_class = _DateOrDateTimeField
 
 
 class ConversationFilter(django_filters.FilterSet):
@@ -52,13 +83,13 @@ class ConversationFilter(django_filters.FilterSet):
     team = django_filters.CharFilter(method="filter_team", label=_("Team"))
     tag = django_filters.CharFilter(method="filter_tag", label=_("Tag"))
     customer = django_filters.NumberFilter(field_name="customer_id", label=_("Customer"))
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte",
+    created_after = DateTimeRangeFilter(field_name="created_at", lookup_expr="gte",
                                                      label=_("Created after"))
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt",
+    created_before = DateTimeRangeFilter(field_name="created_at", lookup_expr="lt",
                                                       label=_("Created before"))
-    updated_after = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte",
+    updated_after = DateTimeRangeFilter(field_name="updated_at", lookup_expr="gte",
                                                      label=_("Updated after"))
-    updated_before = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="lt",
+    updated_before = DateTimeRangeFilter(field_name="updated_at", lookup_expr="lt",
                                                       label=_("Updated before"))
     q = django_filters.CharFilter(method="filter_q", label=_("Search"))
     segment = django_filters.CharFilter(method="filter_segment", label=_("Segment"))

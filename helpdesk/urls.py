@@ -14,5 +14,7 @@ urlpatterns = [
     path("", include("channels_app.urls")),
     path("", include("helpdesk.api.urls")),
     path("", include("metrics.urls")),
+    path("", include("customers.urls")),
+    path("", include("helpdesk.admin_views")),
     path("", include("conversations.urls")),
 ]

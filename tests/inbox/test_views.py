@@ -1,0 +1,323 @@
+"""Inbox views: permissions (404 across teams, role checks), actions, filters, query counts."""
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from conversations import services
+from conversations.models import Conversation, ConversationEvent, Message, Notification, SavedView, Status
+from customers.models import Customer, Identity, MergeSuggestion
+from tests.factories import ConversationFactory, CustomerFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def login(client, user):
+    client.force_login(user)
+    return client
+
+
+# ------------------------------------------------------------------ permissions
+
+def test_agent_gets_404_for_another_teams_conversation(client, personas, inbox_data):
+    login(client, personas.ana)
+    assert client.get(reverse("conversations:conversation", args=[inbox_data.conv.pk])).status_code == 200
+    assert client.get(reverse("conversations:conversation", args=[inbox_data.tech.pk])).status_code == 404
+    # actions and replies on it are 404 as well, and change nothing
+    r = client.post(reverse("conversations:action", args=[inbox_data.tech.pk]), {"action": "resolve"})
+    assert r.status_code == 404
+    r = client.post(reverse("conversations:reply", args=[inbox_data.tech.pk]), {"kind": "note", "body": "x"})
+    assert r.status_code == 404
+    inbox_data.tech.refresh_from_db()
+    assert inbox_data.tech.status == Status.OPEN
+    assert not Message.objects.filter(conversation=inbox_data.tech, direction="note").exists()
+
+
+def test_bulk_ignores_conversations_the_agent_cannot_see(client, personas, inbox_data):
+    login(client, personas.ana)
+    client.post(reverse("conversations:bulk"), {"action": "resolve", "ids": [inbox_data.conv.pk, inbox_data.tech.pk]})
+    assert Conversation.objects.get(pk=inbox_data.conv.pk).status == Status.RESOLVED
+    assert Conversation.objects.get(pk=inbox_data.tech.pk).status == Status.OPEN
+
+
+def test_customer_of_another_team_is_404(client, personas, inbox_data):
+    login(client, personas.ana)
+    assert client.get(reverse("customers:detail", args=[inbox_data.customer.pk])).status_code == 200
+    assert client.get(reverse("customers:detail", args=[inbox_data.tech.customer_id])).status_code == 404
+    assert client.post(reverse("customers:edit", args=[inbox_data.tech.customer_id]),
+                       {"name": "Hacked"}).status_code == 404
+
+
+def test_attachment_inline_only_for_raster_images_and_visible(client, personas, inbox_data):
+    att = Message.objects.filter(conversation=inbox_data.conv).first().attachments.get()
+    login(client, personas.bob)
+    assert client.get(reverse("conversations:attachment_inline", args=[att.pk])).status_code == 404
+    login(client, personas.ana)
+    r = client.get(reverse("conversations:attachment_inline", args=[att.pk]))
+    assert r.status_code == 200 and r["Content-Type"] == "image/png"
+    assert "sandbox" in r["Content-Security-Policy"]
+    att.content_type = "image/svg+xml"
+    att.save()
+    assert client.get(reverse("conversations:attachment_inline", args=[att.pk])).status_code == 404
+    assert client.get(reverse("conversations:attachment", args=[att.pk])).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["channels", "teams", "agents", "canned"])
+def test_admin_screens_need_admin_role(client, personas, channels, name):
+    url = reverse(f"helpdesk_admin:{name}")
+    assert client.get(url).status_code == 302  # login
+    for user in (personas.ana, personas.manager):
+        login(client, user)
+        assert client.get(url).status_code == 403
+    login(client, personas.admin)
+    assert client.get(url).status_code == 200
+
+
+def test_admin_can_set_team_assignment_and_agent_capacity(client, personas):
+    login(client, personas.admin)
+    r = client.post(reverse("helpdesk_admin:team_edit", args=[personas.billing.pk]),
+                    {"name": "Billing", "assignment_mode": "least_loaded", "members": [personas.ana.pk]})
+    assert r.status_code == 302
+    personas.billing.refresh_from_db()
+    assert personas.billing.assignment_mode == "least_loaded"
+    data = {"username": "ana", "first_name": "Ana", "last_name": "", "display_name": "", "email": "ana@example.com",
+            "role": "agent", "capacity": 3, "availability": "online", "is_active": "on"}
+    assert client.post(reverse("helpdesk_admin:agent_edit", args=[personas.ana.pk]), data).status_code == 302
+    personas.ana.refresh_from_db()
+    assert personas.ana.capacity == 3 and personas.ana.availability == "online"
+    login(client, personas.ana)
+    assert client.post(reverse("helpdesk_admin:agent_edit", args=[personas.ana.pk]),
+                       {**data, "role": "admin"}).status_code == 403
+
+
+def test_channel_screen_shows_webhook_url_but_no_secrets(client, personas, channels):
+    channels.whatsapp.set_config({"access_token": "SUPERSECRET-TOKEN-123"})
+    channels.whatsapp.save()
+    login(client, personas.admin)
+    body = client.get(reverse("helpdesk_admin:channels")).content.decode()
+    assert channels.whatsapp.webhook_url in body
+    assert "SUPERSECRET-TOKEN-123" not in body
+
+
+def test_all_view_only_for_users_who_see_all(client, personas, inbox_data):
+    login(client, personas.ana)
+    assert client.get("/?view=all").status_code == 404
+    assert client.get(f"/?view=team-{personas.tech.pk}").status_code == 404
+    login(client, personas.manager)
+    body = client.get("/?view=all").content.decode()
+    assert "Tia Tech" in body and "Kim Lee" in body
+
+
+# ------------------------------------------------------------------ list, filters, search
+
+def test_views_and_filters(client, personas, inbox_data):
+    login(client, personas.ana)
+    body = client.get(f"/?view=team-{personas.billing.pk}").content.decode()
+    assert "Kim Lee" in body and "Lou Park" in body and "Tia Tech" not in body
+    body = client.get(f"/?view=team-{personas.billing.pk}&channel=chat").content.decode()
+    assert "Lou Park" in body and "Kim Lee" not in body
+    body = client.get("/?view=unassigned&channel=whatsapp").content.decode()
+    assert "Kim Lee" in body and "Lou Park" not in body
+    assert "Nothing assigned to you" in client.get("/?view=mine").content.decode()
+    assert client.get("/?view=unassigned&created_after=not-a-date").status_code == 400
+
+
+def test_search_finds_messages_subjects_customers_and_identities(client, personas, inbox_data):
+    login(client, personas.ana)
+    for q in ("refund", "1042", "Lou", "kim@example.org", "broken"):
+        body = client.get("/", {"view": "search", "q": q}).content.decode()
+        assert "conv-list" in body, q
+    assert "Lou Park" in client.get("/", {"q": "invoice broken"}).content.decode()
+    assert "Nothing matches" in client.get("/", {"q": "zebra-unicorn"}).content.decode()
+    # search never reveals another team's conversation
+    assert "Tia Tech" not in client.get("/", {"q": "router"}).content.decode()
+
+
+def test_keyset_pagination_walks_every_row_once(client, personas):
+    customer = CustomerFactory()
+    from django.utils import timezone
+    from datetime import timedelta
+
+    now = timezone.now()
+    for i in range(60):
+        ConversationFactory(customer=customer, team=personas.billing, last_message_at=now - timedelta(minutes=i % 7))
+    login(client, personas.ana)
+    seen, url = [], f"/?view=team-{personas.billing.pk}"
+    while url:
+        r = client.get(url)
+        page = r.context["page"]
+        seen += [c.pk for c in page.rows]
+        url = r.context["next_url"]
+    assert len(seen) == 60 and len(set(seen)) == 60
+
+
+def test_inbox_query_count_does_not_grow_with_rows(client, personas, channels):
+    login(client, personas.ana)
+    customer = CustomerFactory()
+
+    def count():
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(f"/?view=team-{personas.billing.pk}").status_code == 200
+        return len(ctx.captured_queries)
+
+    ConversationFactory(customer=customer, team=personas.billing)
+    few = count()
+    for _ in range(20):
+        c = ConversationFactory(customer=CustomerFactory(), team=personas.billing, assignee=personas.ana)
+        services.tag(conversation=c, add=["vip", "refund"])
+    many = count()
+    assert many == few, (few, many)
+    assert many <= 14
+
+
+def test_saved_view(client, personas, inbox_data):
+    login(client, personas.ana)
+    client.post(reverse("conversations:saved_view_create"), {"name": "Chats", "query": "view=unassigned&channel=chat"})
+    sv = SavedView.objects.get(user=personas.ana)
+    body = client.get("/?view=mine").content.decode()
+    assert "Chats" in body and sv.query in body.replace("&amp;", "&")
+
+
+# ------------------------------------------------------------------ conversation & actions
+
+def test_conversation_timeline_shows_channels_events_and_unread(client, personas, inbox_data):
+    login(client, personas.ana)
+    assert "class=\"dot\"" in client.get("/?view=unassigned").content.decode()
+    body = client.get(reverse("conversations:conversation", args=[inbox_data.conv.pk])).content.decode()
+    assert "Moved from Email to WhatsApp" in body
+    assert "ch-email" in body and "ch-whatsapp" in body
+    assert "receipt.png" in body
+    assert "last wrote on WhatsApp" in body
+    # now read: the unread dot is gone for this conversation
+    row = client.get("/?view=unassigned&channel=whatsapp").content.decode()
+    assert "class=\"dot\"" not in row
+
+
+def test_reply_note_with_mention_assign_resolve(client, personas, inbox_data, django_capture_on_commit_callbacks):
+    conv = inbox_data.conv
+    login(client, personas.ana)
+    url = reverse("conversations:reply", args=[conv.pk])
+    with django_capture_on_commit_callbacks(execute=False):
+        r = client.post(url, {"kind": "reply", "body": "Refund is on its way"}, HTTP_HX_REQUEST="true")
+    assert r.status_code == 200 and "Refund is on its way" in r.content.decode()
+    out = Message.objects.get(conversation=conv, direction="outbound")
+    assert out.channel_kind == "whatsapp"  # the default: where the customer last wrote
+    r = client.post(url, {"kind": "note", "body": "@bob can you check the router too?"})
+    assert r.status_code == 302
+    note = Message.objects.get(conversation=conv, direction="note")
+    assert note.meta["mentions"] == [personas.bob.pk]
+    # Bob cannot see billing conversations: he gets no notification about it
+    assert not Notification.objects.filter(user=personas.bob).exists()
+    client.post(url, {"kind": "note", "body": "@manager please approve"})
+    assert Notification.objects.filter(user=personas.manager, conversation=conv).count() == 1
+    act = reverse("conversations:action", args=[conv.pk])
+    client.post(act, {"action": "assign", "agent": personas.manager.pk, "team": personas.billing.pk})
+    conv.refresh_from_db()
+    assert conv.assignee == personas.manager
+    assert "Assigned to Maria" in client.get(reverse("conversations:conversation", args=[conv.pk])).content.decode()
+    client.post(act, {"action": "priority", "priority": "urgent"})
+    client.post(act, {"action": "tag", "add": "vip, refund"})
+    client.post(act, {"action": "resolve"})
+    conv.refresh_from_db()
+    assert (conv.status, conv.priority) == ("resolved", "urgent")
+    assert set(conv.tags.values_list("name", flat=True)) == {"vip", "refund"}
+    kinds = set(ConversationEvent.objects.filter(conversation=conv).values_list("kind", flat=True))
+    assert {"assigned", "priority_changed", "tagged", "resolved"} <= kinds
+    client.post(act, {"action": "reopen"})
+    conv.refresh_from_db()
+    assert conv.status == "open"
+    r = client.post(act, {"action": "snooze", "until": "2000-01-01T10:00"})
+    conv.refresh_from_db()
+    assert conv.status == "open"
+
+
+def test_send_and_resolve_and_bad_channel(client, personas, inbox_data):
+    login(client, personas.ana)
+    url = reverse("conversations:reply", args=[inbox_data.conv.pk])
+    r = client.post(url, {"kind": "reply", "body": "x", "channel": 999999}, HTTP_HX_REQUEST="true")
+    assert "That channel is not available" in r.content.decode()
+    client.post(url, {"kind": "reply", "body": "Done!", "resolve": "on"})
+    inbox_data.conv.refresh_from_db()
+    assert inbox_data.conv.status == "resolved"
+
+
+def test_canned_response_placeholders_are_not_a_template_engine(client, personas, inbox_data):
+    from conversations.models import CannedResponse
+
+    canned = CannedResponse.objects.create(
+        title="Hi", shortcut="hi",
+        body="Hi {{ customer.first_name }}, {{ agent.name }} here. {% load x %}{{ settings.SECRET_KEY }}")
+    login(client, personas.ana)
+    text = client.get(reverse("conversations:canned_render", args=[inbox_data.conv.pk, canned.pk])).json()["text"]
+    assert text.startswith("Hi Kim, Ana here.")
+    assert "{{ settings.SECRET_KEY }}" in text and "{% load x %}" in text
+
+
+def test_remote_images_and_quoted_history_are_folded(client, personas, inbox_data):
+    conv = inbox_data.conv
+    Message.objects.create(conversation=conv, direction="inbound", author_type="customer", channel_kind="email",
+                           body_html='<p>See <img data-remote-src="https://tracker.example/p.gif"></p>'
+                                     '<blockquote type="cite">old stuff</blockquote>',
+                           meta={"html_quoted": "blockquote[type=cite]"})
+    Message.objects.create(conversation=conv, direction="inbound", author_type="customer", channel_kind="email",
+                           body_text="New text\n> quoted line", meta={"quoted_from": 9})
+    login(client, personas.ana)
+    body = client.get(reverse("conversations:conversation", args=[conv.pk])).content.decode()
+    assert 'src="https://tracker.example' not in body
+    assert "Load remote images" in body and "Show quoted history" in body
+    assert '<details class="quoted">' in body
+
+
+def test_failed_delivery_shows_provider_error(client, personas, inbox_data):
+    msg = services.reply(conversation=inbox_data.conv, author=personas.ana, body="hello")
+    services.delivery_update(message=msg, status="failed", error="131047: Re-engagement message window closed")
+    login(client, personas.ana)
+    body = client.get(reverse("conversations:conversation", args=[inbox_data.conv.pk])).content.decode()
+    assert "Re-engagement message window closed" in body
+
+
+# ------------------------------------------------------------------ customers
+
+def test_customer_edit_in_place_and_merge_with_preview(client, personas, inbox_data):
+    kim = inbox_data.customer
+    other_conv = services.ingest(__import__("conversations.inbound", fromlist=["InboundMessage"]).InboundMessage(
+        channel=inbox_data.conv.last_inbound_channel, external_id="dup-1", identities=[("whatsapp", "+4915199999999")],
+        name="Kim Lee", text="hi again"))
+    dup = other_conv.message.conversation.customer
+    login(client, personas.ana)
+    r = client.post(reverse("customers:edit", args=[kim.pk]),
+                    {"name": "Kim Lee", "company": "Acme", "language": "en", "attributes": "plan = gold"},
+                    HTTP_HX_REQUEST="true")
+    assert r.status_code == 200 and "gold" in r.content.decode()
+    kim.refresh_from_db()
+    assert kim.company == "Acme" and kim.attributes == {"plan": "gold"}
+    # duplicates: same name
+    assert "Kim Lee" in client.get(reverse("customers:duplicates", args=[kim.pk])).content.decode()
+    preview = client.get(reverse("customers:merge", args=[kim.pk]), {"other": dup.pk}).content.decode()
+    assert "+4915199999999" in preview and "kim@example.org" in preview and "Acme" in preview
+    assert Customer.objects.filter(pk=dup.pk).exists()  # a preview writes nothing
+    r = client.post(reverse("customers:merge", args=[kim.pk]), {"other": dup.pk})
+    assert r.status_code == 302
+    assert not Customer.objects.filter(pk=dup.pk).exists()
+    assert Identity.objects.filter(customer=kim, value="+4915199999999").exists()
+    # the tech customer cannot be merged by Ana (404 preview, nothing happens)
+    r = client.post(reverse("customers:merge", args=[kim.pk]), {"other": inbox_data.tech.customer_id})
+    assert Customer.objects.filter(pk=inbox_data.tech.customer_id).exists()
+
+
+def test_merge_suggestions_listed(client, personas, inbox_data):
+    other = CustomerFactory(name="Someone else")
+    ConversationFactory(customer=other, team=personas.billing)
+    MergeSuggestion.objects.create(customer=inbox_data.customer, other=other, reason="Both use phone +49")
+    login(client, personas.ana)
+    body = client.get(reverse("customers:duplicates", args=[inbox_data.customer.pk])).content.decode()
+    assert "Both use phone +49" in body and "Someone else" in body
+
+
+def test_availability_toggle(client, personas):
+    login(client, personas.ana)
+    client.post(reverse("conversations:availability"), {"availability": "online", "next": "/"})
+    personas.ana.refresh_from_db()
+    assert personas.ana.availability == "online"
