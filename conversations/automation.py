@@ -42,6 +42,8 @@ def after_ingest(message_id: int, conversation_created: bool) -> None:
     message = Message.objects.select_related("conversation", "channel").filter(pk=message_id).first()
     if message is None:
         return
+    if (message.meta or {}).get("imported"):
+        return  # history imported by metrics.importer: no auto-assignment or auto-acknowledgement
     _run(AFTER_INGEST_HOOKS, message, conversation_created)
 
 
