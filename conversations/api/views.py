@@ -243,7 +243,7 @@ class AttachmentViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         return Attachment.objects.filter(message__conversation__in=visible)
 
     @extend_schema(summary="Download an attachment", request=None,
-                   responses={(200, "application/octet-stream"): OpenApiResponse(
+                   responses={(200, "*/*"): OpenApiResponse(
                        response=OpenApiTypes.BINARY, description="The file, as a download.")})
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
