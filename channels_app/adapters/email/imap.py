@@ -82,35 +82,38 @@ def poll_channel(channel, *, max_messages: int = 500, max_reconnects: int = 3) -
 
     folder = str(_conf(channel, "folder", "INBOX"))
     cursor, _ = ImapCursor.objects.get_or_create(channel=channel, folder=folder)
-    stored = 0
+    counter = [0]  # survives an attempt that dies half-way
     attempts = 0
     while True:
+        stored = counter[0]
         try:
-            stored += _poll_once(channel, cursor, folder, max_messages - stored)
+            _poll_once(channel, cursor, folder, max_messages - stored, counter)
+            stored = counter[0]
             ImapCursor.objects.filter(pk=cursor.pk).update(last_polled_at=timezone.now(), last_error="")
             return stored
         except RETRYABLE as exc:
             attempts += 1
             log.warning("IMAP connection for channel %s dropped (%s), attempt %s", channel.pk, exc, attempts)
+            stored = counter[0]
             if attempts > max_reconnects:
                 ImapCursor.objects.filter(pk=cursor.pk).update(last_polled_at=timezone.now(),
                                                                last_error=f"{type(exc).__name__}: {exc}"[:2000])
                 return stored
             cursor.refresh_from_db()
         except (imaplib.IMAP4.error, ImapConfigError) as exc:
+            stored = counter[0]
             log.warning("IMAP error for channel %s: %s", channel.pk, exc)
             ImapCursor.objects.filter(pk=cursor.pk).update(last_polled_at=timezone.now(),
                                                            last_error=f"{type(exc).__name__}: {exc}"[:2000])
             return stored
 
 
-def _poll_once(channel, cursor, folder: str, budget: int) -> int:
+def _poll_once(channel, cursor, folder: str, budget: int, counter: list[int]) -> None:
     from channels_app.models import ImapCursor
     from channels_app.services import envelope_process, envelope_store
 
     conn = _connect(channel)
     conn._tl_folder = folder  # type: ignore[attr-defined]
-    stored = 0
     try:
         typ, data = conn.select(_quote(folder))
         if typ != "OK":
@@ -124,7 +127,7 @@ def _poll_once(channel, cursor, folder: str, budget: int) -> int:
         typ, data = conn.uid("SEARCH", None, f"UID {cursor.last_uid + 1}:*")
         uids = sorted(int(u) for u in (data[0] or b"").split() if int(u) > cursor.last_uid) if typ == "OK" else []
         move_to = _conf(channel, "move_to")
-        can_move = b"MOVE" in b" ".join(c.encode() if isinstance(c, str) else c for c in conn.capabilities)
+        can_move = _has_capability(conn, b"MOVE")
         for uid in uids[:max(budget, 0)]:
             typ, fetched = conn.uid("FETCH", str(uid), "(BODY.PEEK[])")
             raw = b""
@@ -141,7 +144,7 @@ def _poll_once(channel, cursor, folder: str, budget: int) -> int:
                         envelope_process(envelope)
                 except Exception:
                     log.exception("IMAP message uid %s stored as envelope %s; processing failed", uid, envelope.pk)
-                stored += 1
+                counter[0] += 1
             ImapCursor.objects.filter(pk=cursor.pk).update(last_uid=uid, updated_at=timezone.now())
             cursor.last_uid = uid
             if move_to:
@@ -159,7 +162,14 @@ def _poll_once(channel, cursor, folder: str, budget: int) -> int:
             conn.logout()
         except Exception:
             pass
-    return stored
+
+
+def _has_capability(conn: imaplib.IMAP4, name: bytes) -> bool:
+    try:
+        typ, data = conn.capability()  # after login: the authenticated capability list
+        return typ == "OK" and name in b" ".join(d for d in data if isinstance(d, bytes)).upper().split()
+    except imaplib.IMAP4.error:
+        return False
 
 
 def poll_all() -> int:
