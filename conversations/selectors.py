@@ -160,6 +160,11 @@ class Page:
     extra: dict = field(default_factory=dict)
 
 
+def _db_value(value: datetime):
+    """A datetime as the backend stores it (SQLite: naive UTC text), for raw row comparisons."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def _row_lt(column: str) -> str:
     return f'("conversations_conversation"."{column}", "conversations_conversation"."id") < (%s, %s)'
 
@@ -176,7 +181,7 @@ def paginate(qs: QuerySet, *, sort: str = "activity", cursor: str | None = None,
     if sort == "waiting":
         qs = qs.filter(waiting_since__isnull=False)
         if after and after[0] is not None:
-            qs = qs.extra(where=[_row_gt("waiting_since")], params=[after[0], after[1]])
+            qs = qs.extra(where=[_row_gt("waiting_since")], params=[_db_value(after[0]), after[1]])
         qs = qs.order_by("waiting_since", "id")
         key = "waiting_since"
     else:
@@ -186,7 +191,7 @@ def paginate(qs: QuerySet, *, sort: str = "activity", cursor: str | None = None,
             if ts is None:
                 qs = qs.filter(Q(last_message_at__isnull=True, pk__lt=pk) | Q(last_message_at__isnull=False))
             else:
-                qs = qs.extra(where=[_row_lt("last_message_at")], params=[ts, pk])
+                qs = qs.extra(where=[_row_lt("last_message_at")], params=[_db_value(ts), pk])
         qs = qs.order_by(F("last_message_at").desc(nulls_first=True), "-id")
         key = "last_message_at"
     rows = list(qs[: size + 1])

@@ -141,6 +141,13 @@
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     var active = doc.activeElement;
     if (e.key === "Escape") {
+      var sb = $("#sidebar.open");
+      if (sb) {
+        sb.classList.remove("open");
+        var tg = $("[data-nav-toggle]");
+        if (tg) { tg.setAttribute("aria-expanded", "false"); tg.focus(); }
+        return;
+      }
       if (typingTarget(active)) { active.blur(); return; }
       var back = $("[data-back]");
       if (back && convPage()) { window.location.href = back.href; }

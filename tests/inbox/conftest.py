@@ -40,3 +40,11 @@ def inbox_data(db, personas, channels, inbound):
                                    text="My router keeps rebooting", created_at=now - timedelta(minutes=20)))
     return SimpleNamespace(conv=conv, chat=chat.message.conversation, tech=tech.message.conversation,
                            customer=conv.customer)
+
+
+import os as _os
+
+if _os.environ.get("INBOX_TMP_URLS"):
+    @pytest.fixture(autouse=True)
+    def _tmp_urls(settings):
+        settings.ROOT_URLCONF = "tests.inbox.tmp_urls"

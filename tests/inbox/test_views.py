@@ -265,7 +265,7 @@ def test_remote_images_and_quoted_history_are_folded(client, personas, inbox_dat
                            body_text="New text\n> quoted line", meta={"quoted_from": 9})
     login(client, personas.ana)
     body = client.get(reverse("conversations:conversation", args=[conv.pk])).content.decode()
-    assert 'src="https://tracker.example' not in body
+    assert ' src="https://tracker.example' not in body and 'data-remote-src="https://tracker.example' in body
     assert "Load remote images" in body and "Show quoted history" in body
     assert '<details class="quoted">' in body
 

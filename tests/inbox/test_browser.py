@@ -1,0 +1,185 @@
+"""The agent inbox in a real browser: Playwright driving Debian's Chromium
+against pytest-django's live server (WSGI, real sockets, real database).
+
+Failures save a screenshot under test-results/."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+RESULTS = Path(__file__).resolve().parents[2] / "test-results"
+SHOTS = os.environ.get("THREADLINE_SCREENSHOTS")  # a directory: also save the README screenshots there
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser_page(request):
+    require(os.path.exists(CHROMIUM) or bool(shutil.which(CHROMIUM)), f"Chromium ({CHROMIUM})")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover
+        require(False, "playwright (pip install playwright)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync"])
+        context = browser.new_context(viewport={"width": 1360, "height": 860})
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.js_errors = errors
+        yield page
+        report = getattr(request.node, "rep_call", None)
+        if report is None or report.failed:
+            RESULTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(RESULTS / f"{request.node.name}.png"), full_page=True)
+        context.close()
+        browser.close()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def shot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+
+
+def sign_in(page, live_server, username: str) -> None:
+    page.goto(live_server.url + "/login/?next=/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw")
+    page.click("button[type=submit]")
+    page.wait_for_selector(".inbox")
+
+
+def test_agent_day_in_the_browser(browser_page, live_server, personas, inbox_data):
+    page = browser_page
+    from playwright.sync_api import expect
+
+    sign_in(page, live_server, "ana")
+    # Unassigned view, then filter by channel (htmx swaps the list, URL is pushed)
+    page.click(f"a[href='/?view=team-{personas.billing.pk}']")
+    expect(page.locator(".conv")).to_have_count(2)
+    page.click("[data-filters-toggle]")
+    page.select_option("select[data-filter=channel]", "chat")
+    expect(page.locator(".conv")).to_have_count(1)
+    expect(page.locator(".conv").first).to_contain_text("Lou Park")
+    assert "channel=chat" in page.url
+
+    # search with the keyboard: "/" focuses the search box
+    page.keyboard.press("Escape")
+    page.locator("body").click(position={"x": 5, "y": 300})
+    page.keyboard.press("/")
+    page.keyboard.type("refund")
+    page.keyboard.press("Enter")
+    expect(page.locator(".conv")).to_have_count(1)
+    expect(page.locator(".conv").first).to_contain_text("Kim Lee")
+    shot(page, "inbox-search")
+
+    # open it with j + Enter: one timeline across email and WhatsApp
+    page.locator("#main").click(position={"x": 5, "y": 5})
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".conv-page")
+    expect(page.locator(".timeline")).to_contain_text("Moved from Email to WhatsApp")
+    expect(page.locator(".timeline .ch-email")).to_have_count(1)
+    expect(page.locator(".timeline .ch-whatsapp")).to_have_count(1)
+    expect(page.locator("[data-channel-reason]")).to_contain_text("last wrote on WhatsApp")
+    expect(page.locator(".customer-panel")).to_contain_text("kim@example.org")
+
+    # reply (r focuses the composer)
+    page.keyboard.press("r")
+    page.keyboard.type("Your refund is on its way.")
+    page.click("[data-send]")
+    expect(page.locator(".msg-item.dir-outbound")).to_contain_text("Your refund is on its way.")
+
+    # internal note (n), with a mention
+    page.locator(".timeline").click()
+    page.keyboard.press("n")
+    page.keyboard.type("@manager please approve the refund")
+    page.click("[data-send]")
+    expect(page.locator(".msg-item.dir-note")).to_contain_text("please approve")
+    expect(page.locator(".msg-item.dir-note .note-badge")).to_be_visible()
+
+    # assign to Bob's manager colleague Maria
+    page.select_option("#assign-agent", label="Maria")
+    page.click(".act-assign button[type=submit]")
+    expect(page.locator(".timeline")).to_contain_text("Assigned to Maria")
+    shot(page, "conversation")
+
+    # resolve with the keyboard
+    page.locator(".timeline").click()
+    page.keyboard.press("e")
+    expect(page.locator(".conv-state .status")).to_have_text("Resolved")
+    assert not page.js_errors, page.js_errors
+
+
+def test_bulk_resolve_and_merge_customers(browser_page, live_server, personas, inbox_data):
+    page = browser_page
+    from playwright.sync_api import expect
+
+    from conversations.models import Conversation
+    from customers.models import Customer
+
+    sign_in(page, live_server, "ana")
+    page.goto(live_server.url + f"/?view=team-{personas.billing.pk}")
+    expect(page.locator(".conv")).to_have_count(2)
+    shot(page, "inbox")
+    page.check("[data-check-all]")
+    expect(page.locator("[data-selected-count]")).to_have_text("2")
+    page.click("[data-bulk-resolve]")
+    expect(page.locator(".empty")).to_be_visible()
+    assert set(Conversation.objects.filter(team=personas.billing).values_list("status", flat=True)) == {"resolved"}
+
+    # merge Lou (chat visitor) into Kim, with a preview first
+    kim, lou = inbox_data.customer, inbox_data.chat.customer
+    page.goto(live_server.url + f"/customers/{kim.pk}/")
+    expect(page.locator(".profile")).to_contain_text("Kim Lee")
+    shot(page, "customer-panel")
+    page.goto(live_server.url + f"/customers/{kim.pk}/merge/")
+    page.fill("#merge-other", str(lou.pk))
+    page.click(".merge-find button")
+    expect(page.locator("[data-merge-preview]")).to_contain_text("visitor-77")
+    expect(page.locator("[data-merge-preview]")).to_contain_text("kim@example.org")
+    page.on("dialog", lambda d: d.accept())
+    page.click("[data-confirm-merge]")
+    expect(page.locator(".msg-success")).to_contain_text("merged")
+    assert not Customer.objects.filter(pk=lou.pk).exists()
+    assert Conversation.objects.get(pk=inbox_data.chat.pk).customer_id == kim.pk
+    assert re.search(rf"/customers/{kim.pk}/$", page.url)
+    assert not page.js_errors, page.js_errors
+
+
+def test_phone_layout_and_shortcut_help(browser_page, live_server, personas, inbox_data):
+    page = browser_page
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, live_server, "ana")
+    expect(page.locator("#sidebar")).to_be_hidden()
+    page.click("[data-nav-toggle]")
+    expect(page.locator("#sidebar")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.locator("#main").click(position={"x": 5, "y": 5})
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_be_visible()
+    # no horizontal scrolling on a phone
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
