@@ -41,10 +41,3 @@ def inbox_data(db, personas, channels, inbound):
     return SimpleNamespace(conv=conv, chat=chat.message.conversation, tech=tech.message.conversation,
                            customer=conv.customer)
 
-
-import os as _os
-
-if _os.environ.get("INBOX_TMP_URLS"):
-    @pytest.fixture(autouse=True)
-    def _tmp_urls(settings):
-        settings.ROOT_URLCONF = "tests.inbox.tmp_urls"
