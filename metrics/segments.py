@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Count, DecimalField, Max, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -102,19 +102,22 @@ def filter_customers(qs, *, recency: str | None = None, value: str | None = None
     now = now or timezone.now()
     qs = annotate(qs)
     if recency:
+        from datetime import timezone as dt_tz
+
+        epoch = datetime(1970, 1, 1, tzinfo=dt_tz.utc)
+        qs = qs.annotate(last_activity=Greatest(Coalesce("last_inbound_at", Value(epoch)),
+                                                Coalesce("last_order_at", Value(epoch))))
         new_q = Q(first_seen_at__gt=now - timedelta(days=NEW_DAYS))
-        act = Q(last_inbound_at__gte=now - timedelta(days=ACTIVE_DAYS)) | Q(
-            last_order_at__gte=now - timedelta(days=ACTIVE_DAYS))
 
         def within(days):
-            return Q(last_inbound_at__gte=now - timedelta(days=days)) | Q(last_order_at__gte=now - timedelta(days=days))
+            return Q(last_activity__gte=now - timedelta(days=days))
 
         if recency == "new":
             qs = qs.filter(new_q)
         elif recency == "active":
-            qs = qs.filter(act).exclude(new_q)
+            qs = qs.filter(within(ACTIVE_DAYS)).exclude(new_q)
         elif recency == "at_risk":
-            qs = qs.filter(within(AT_RISK_DAYS)).exclude(act).exclude(new_q)
+            qs = qs.filter(within(AT_RISK_DAYS)).exclude(within(ACTIVE_DAYS)).exclude(new_q)
         elif recency == "inactive":
             qs = qs.filter(within(INACTIVE_DAYS)).exclude(within(AT_RISK_DAYS)).exclude(new_q)
         elif recency == "former":

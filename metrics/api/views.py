@@ -9,6 +9,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
+from rest_framework.settings import api_settings
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -34,7 +36,7 @@ def _time_stats(name):
                                     "p90": serializers.FloatField(allow_null=True)})
 
 
-MetricsGroup = inline_serializer("MetricsGroup", {
+METRICS_FIELDS = {
     "first_response_time": _time_stats("FirstResponseTime"),
     "first_response_time_business": _time_stats("FirstResponseTimeBusiness"),
     "response_time": _time_stats("ResponseTime"),
@@ -48,11 +50,21 @@ MetricsGroup = inline_serializer("MetricsGroup", {
     "csat": serializers.DictField(), "nps": serializers.DictField(), "ces": serializers.DictField(),
     "cltv": serializers.CharField(allow_null=True), "retention_rate": serializers.FloatField(allow_null=True),
     "sla_attainment": serializers.FloatField(allow_null=True), "volume": serializers.DictField(),
-})
+}
+
+
+class CSVRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, (str, bytes)) else report.to_csv(data if isinstance(data, list) else [data])
 
 
 class MetricsView(APIView):
     permission_classes = [IsManager]
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CSVRenderer]
 
     @extend_schema(
         summary="KPIs per group (KPI.md)",
@@ -65,7 +77,7 @@ class MetricsView(APIView):
             OpenApiParameter("agent", str, description="Agent id or email"),
             OpenApiParameter("format", str, enum=["json", "csv"]),
         ],
-        responses={200: MetricsGroup(many=True)},
+        responses={200: inline_serializer("MetricsGroup", METRICS_FIELDS, many=True)},
     )
     def get(self, request, format=None):
         try:

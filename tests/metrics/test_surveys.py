@@ -1,0 +1,107 @@
+"""Survey rules (KPI.md): once per conversation, cooldown per customer, answers, response rate."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from conversations import services
+from conversations.models import ConversationEvent, Message
+from metrics import report
+from metrics.kpis.base import Selection
+from metrics.models import SurveyInvitation
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def resolve_now(play, channel, who, personas):
+    now = timezone.now().replace(microsecond=0)
+    conv = play.inbound(channel, who, (now - timedelta(minutes=10)).isoformat()).message.conversation
+    conv.refresh_from_db()
+    services.reply(conversation=conv, author=personas.ana, body="done", at=now - timedelta(minutes=5), deliver=False)
+    services.resolve_conversation(conversation=conv, actor=personas.ana)
+    return conv
+
+
+def test_invitation_sent_once_per_conversation_and_cooldown(play, channels, personas):
+    conv = resolve_now(play, channels.email, "kim@x.org", personas)
+    inv = SurveyInvitation.objects.get(conversation=conv)
+    assert inv.kind == "csat" and inv.channel_kind == "email" and inv.agent == personas.ana
+    msg = Message.objects.get(pk=inv.message_id)
+    assert msg.automated and msg.meta["survey"]["token"] == inv.token
+    assert f"/survey/{inv.token}/?score=5" in msg.body_text and f"/survey/{inv.token}/?score=1" in msg.body_html
+    # reopen + resolve again: still one invitation for this conversation
+    services.reopen(conversation=conv, actor=personas.ana)
+    services.resolve_conversation(conversation=conv, actor=personas.ana)
+    assert SurveyInvitation.objects.filter(conversation=conv).count() == 1
+    # another conversation of the same customer within the cooldown: no invitation
+    conv2 = play.inbound(channels.email, "kim@x.org", timezone.now().isoformat(), subject="new",
+                         new_conversation=True).message.conversation
+    services.resolve_conversation(conversation=conv2, actor=personas.ana)
+    assert not SurveyInvitation.objects.filter(conversation=conv2).exists()
+
+
+def test_channel_setting_kind_and_off(play, channels, personas):
+    channels.sms.settings = {"survey": "nps"}
+    channels.sms.save()
+    conv = resolve_now(play, channels.sms, "+15551239999", personas)
+    inv = SurveyInvitation.objects.get(conversation=conv)
+    assert inv.kind == "nps"
+    assert Message.objects.get(pk=inv.message_id).body_text.endswith(f"/survey/{inv.token}/")  # short link
+    channels.chat.settings = {"survey": "off"}
+    channels.chat.save()
+    conv = resolve_now(play, channels.chat, "visitor-7", personas)
+    assert not SurveyInvitation.objects.filter(conversation=conv).exists()
+
+
+def test_survey_page_records_answer_and_comment(play, channels, personas):
+    conv = resolve_now(play, channels.chat, "visitor-1", personas)
+    inv = SurveyInvitation.objects.get(conversation=conv)
+    client = Client(enforce_csrf_checks=True)
+    r = client.get(f"/survey/{inv.token}/?score=4")
+    assert r.status_code == 200 and b"Thank you" in r.content
+    inv.refresh_from_db()
+    assert inv.score == 4 and inv.answered_at is not None
+    assert ConversationEvent.objects.filter(conversation=conv, kind="survey_answered").count() == 1
+    token = r.cookies["csrftoken"].value
+    r = client.post(f"/survey/{inv.token}/", {"comment": "Great", "csrfmiddlewaretoken": token})
+    inv.refresh_from_db()
+    assert inv.comment == "Great" and inv.score == 4
+    assert client.get(f"/survey/{inv.token}/?score=9").status_code == 200
+    inv.refresh_from_db()
+    assert inv.score == 4  # out of range for CSAT: rejected
+    assert client.get("/survey/nope/").status_code == 404
+    day = timezone.localdate()
+    m = report.build(Selection(day, day))[0]
+    assert m["csat"]["percent"] == 100.0 and m["csat"]["mean"] == 4.0 and m["csat"]["response_rate"] == 1.0
+
+
+def test_survey_page_in_customer_language(play, channels, personas):
+    conv = resolve_now(play, channels.chat, "visitor-2", personas)
+    conv.customer.language = "de"
+    conv.customer.save()
+    inv = SurveyInvitation.objects.get(conversation=conv)
+    inv.language = ""
+    inv.save()
+    r = Client().get(f"/survey/{inv.token}/")
+    assert r.status_code == 200 and b'lang="de"' in r.content
+
+
+def test_response_rate_counts_unanswered(play, channels, personas):
+    c1 = resolve_now(play, channels.chat, "visitor-3", personas)
+    c2 = resolve_now(play, channels.chat, "visitor-4", personas)
+    from metrics.surveys import record_answer
+
+    record_answer(invitation=SurveyInvitation.objects.get(conversation=c1), score=2)
+    assert SurveyInvitation.objects.filter(conversation=c2, score__isnull=True).exists()
+    day = timezone.localdate()
+    m = report.build(Selection(day, day))[0]
+    assert m["csat"]["responses"] == 1 and m["csat"]["response_rate"] == 0.5 and m["csat"]["percent"] == 0.0
+
+
+def test_no_survey_for_imported_history(play, channels, personas):
+    conv = play.inbound(channels.chat, "visitor-5", "2026-03-02 09:00").message.conversation
+    play.resolve(conv, "2026-03-02 10:00")
+    assert not SurveyInvitation.objects.exists()
