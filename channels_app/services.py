@@ -16,7 +16,9 @@ from .models import Channel, EnvelopeStatus, InboundEnvelope
 log = logging.getLogger(__name__)
 
 # Headers never stored (credentials of the caller).
-_DROP_HEADERS = {"authorization", "cookie", "proxy-authorization"}
+_DROP_HEADERS = {"authorization", "cookie", "proxy-authorization",
+                 # a shared secret sent verbatim (not a signature): never persisted
+                 "x-telegram-bot-api-secret-token"}
 
 
 def envelope_store(*, channel: Channel | None, kind: str, body: bytes, headers: dict | None = None,

@@ -185,3 +185,19 @@ def test_set_webhook_delete_and_unknown_channel(meta_channels, fake):
         call_command("telegram_set_webhook", "00000000-0000-0000-0000-000000000000", stdout=StringIO())
     with pytest.raises(CommandError):
         call_command("telegram_set_webhook", stdout=StringIO())
+
+
+def test_secret_token_is_never_stored(client, meta_channels):
+    ch = meta_channels.telegram
+    telegram_post(client, ch, load("telegram", "text"))
+    telegram_post(client, ch, load("telegram", "text"), secret="guess")
+    for env in InboundEnvelope.objects.all():
+        assert TG_SECRET not in str(env.headers) and "guess" not in str(env.headers)
+    assert "secret_token" not in ch.settings and "bot_token" not in ch.settings
+    assert ch.secrets["secret_token"] == TG_SECRET
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT secrets FROM channels_app_channel WHERE id = %s", [ch.pk])
+        stored = cur.fetchone()[0]
+    assert TOKEN not in str(stored) and TG_SECRET not in str(stored)

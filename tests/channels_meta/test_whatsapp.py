@@ -317,3 +317,32 @@ def test_attachment_is_uploaded_then_sent(client, meta_channels, personas, fake)
     assert upload.headers["Content-Type"].startswith("multipart/form-data")
     assert text.json()["type"] == "text"
     assert doc.json()["document"] == {"id": "1037543291543636", "filename": "label.pdf"}
+
+
+def test_secrets_are_encrypted_at_rest(meta_channels):
+    from django.db import connection
+
+    ch = meta_channels.whatsapp
+    assert set(ch.secrets) == {"app_secret", "verify_token", "access_token"}
+    assert ch.settings["phone_number_id"] == "106540352242922"
+    with connection.cursor() as cur:
+        cur.execute("SELECT secrets, settings FROM channels_app_channel WHERE id = %s", [ch.pk])
+        secrets_col, settings_col = cur.fetchone()
+    assert APP_SECRET not in str(secrets_col) and "EAAwa-token" not in str(secrets_col)
+    assert APP_SECRET not in str(settings_col)
+
+
+def test_event_for_another_phone_number_is_ignored(client, meta_channels):
+    data = load_json("whatsapp", "text")
+    data["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999999999"
+    assert meta_post(client, meta_channels.whatsapp, json.dumps(data).encode()).status_code == 200
+    assert InboundEnvelope.objects.get().status == "ignored" and not Message.objects.exists()
+
+
+def test_email_written_on_whatsapp_is_linked(client, meta_channels, django_capture_on_commit_callbacks):
+    data = load_json("whatsapp", "text")
+    data["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"] = "Write me at Kim.Lee@Example.org please"
+    with django_capture_on_commit_callbacks(execute=True):
+        meta_post(client, meta_channels.whatsapp, json.dumps(data).encode())
+    customer = Customer.objects.get()
+    assert ("email", "kim.lee@example.org") in set(customer.identities.values_list("kind", "value"))
