@@ -8,11 +8,28 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 
 from .adapters import UnknownAdapter, get_adapter
-from .adapters.base import Forbidden, ParseError
+from .adapters.base import Forbidden, ParseError, ParseResult
 from .models import Channel
 from .services import envelope_from_request, envelope_process, envelope_reject
 
 log = logging.getLogger(__name__)
+
+
+def _queue_envelope(envelope) -> bool:
+    """Hand a verified envelope to a Celery worker. False (process it here) when
+    tasks run eagerly (the one-process default, tests) or the broker is down."""
+    from helpdesk.celery import app
+
+    from .tasks import replay_envelope
+
+    if app.conf.task_always_eager:
+        return False
+    try:
+        replay_envelope.delay(envelope.pk)
+    except Exception:
+        log.warning("could not queue envelope %s; processing it in the request", envelope.pk, exc_info=True)
+        return False
+    return True
 
 
 @csrf_exempt
@@ -35,6 +52,9 @@ def hook(request, kind: str, uuid):
                     request.META.get("REMOTE_ADDR"), exc)
         envelope_reject(envelope, str(exc))
         return JsonResponse({"detail": "Forbidden: authenticity check failed."}, status=403)
+    if getattr(adapter, "process_later", None) and adapter.process_later(channel) and _queue_envelope(envelope):
+        # acknowledged once stored and verified; a worker parses and ingests it
+        return adapter.response(envelope, ParseResult())
     try:
         result = envelope_process(envelope)
     except ParseError as exc:

@@ -297,3 +297,36 @@ def test_outbound_attachment_is_sent_as_signed_media_url_twilio_can_fetch(client
     resp = client.get(urlsplit(media_url).path)
     assert resp.status_code == 200 and b"".join(resp.streaming_content) == b"%PDF-1.4 label"
     assert client.get(urlsplit(media_url).path[:-3] + "xyz/").status_code == 404
+
+
+def test_with_a_broker_the_hook_acknowledges_and_a_worker_ingests(client, sms_channel, monkeypatch):
+    from channels_app import tasks
+    from channels_app.services import envelope_replay
+    from helpdesk.celery import app
+
+    queued = []
+    monkeypatch.setitem(app.conf, "task_always_eager", False)
+    monkeypatch.setattr(tasks.replay_envelope, "delay", lambda pk: queued.append(pk))
+    resp = twilio_post(client, sms_channel, fixture("sms/inbound_sms.json"))
+    assert resp.status_code == 200 and resp.content.decode().endswith("<Response/>")
+    env = InboundEnvelope.objects.get()
+    assert queued == [env.pk] and env.status == EnvelopeStatus.PENDING and not Message.objects.exists()
+    # a bad signature is still refused in the request
+    assert twilio_post(client, sms_channel, fixture("sms/inbound_sms.json"), token="1" * 32).status_code == 403
+    assert len(queued) == 1
+    assert envelope_replay(env)  # what the worker's task does
+    msg = Message.objects.get()
+    env.refresh_from_db()
+    assert env.status == EnvelopeStatus.PROCESSED and msg.created_at == env.received_at
+
+
+def test_process_inline_setting_keeps_processing_in_the_request(client, sms_channel, monkeypatch):
+    from channels_app import tasks
+    from helpdesk.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", False)
+    monkeypatch.setattr(tasks.replay_envelope, "delay", lambda pk: pytest.fail("queued"))
+    sms_channel.settings["process_inline"] = True
+    sms_channel.save()
+    assert twilio_post(client, sms_channel, fixture("sms/inbound_sms.json")).status_code == 200
+    assert Message.objects.count() == 1

@@ -9,6 +9,8 @@ plus the sorted parameters, keyed with the auth token).
   status callback: MessageSid, MessageStatus (queued, sent, delivered, read,
       undelivered, failed...), ErrorCode, ErrorMessage
 Every answer is an empty TwiML <Response/>: replies go through the outbox.
+With a Celery broker the hook answers once the envelope is stored and the
+signature checked; a worker ingests it (channels_app.views, process_later).
 
 Outbound: POST {api_base}/2010-04-01/Accounts/{sid}/Messages.json with To,
 From (or MessagingServiceSid), Body and StatusCallback. A reply goes out as
@@ -53,6 +55,12 @@ class SmsAdapter(Adapter):
     def verify(self, request, channel) -> None:
         twilio.verify_signature(request, channel)
 
+    def process_later(self, channel) -> bool:
+        """Twilio only needs an empty TwiML back: with a broker, acknowledge once
+        the envelope is stored and verified and let a worker ingest it (the
+        message keeps the time it was received). `process_inline` turns it off."""
+        return not channel.get("process_inline")
+
     # ------------------------------------------------------------------ inbound
 
     def parse(self, envelope, channel) -> ParseResult:
@@ -62,10 +70,15 @@ class SmsAdapter(Adapter):
         if not sid:
             return ParseResult(ignored_reason="not a Twilio message event (no MessageSid)")
         if status and status not in ("received", "receiving"):
-            return self._status(p, sid, status)
+            result = self._status(p, sid, status)
+            for update in result.statuses:
+                update.at = envelope.received_at
+            return result
         if "From" not in p or not ("Body" in p or "NumMedia" in p):
             return ParseResult(ignored_reason="unknown Twilio messaging event")
-        return ParseResult(messages=[self._message(p, sid, channel)])
+        msg = self._message(p, sid, channel)
+        msg.created_at = envelope.received_at  # order survives queueing and replays
+        return ParseResult(messages=[msg])
 
     def _status(self, p: dict, sid: str, status: str) -> ParseResult:
         if status not in STATUS_MAP:
