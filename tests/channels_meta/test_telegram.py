@@ -201,3 +201,23 @@ def test_secret_token_is_never_stored(client, meta_channels):
         cur.execute("SELECT secrets FROM channels_app_channel WHERE id = %s", [ch.pk])
         stored = cur.fetchone()[0]
     assert TOKEN not in str(stored) and TG_SECRET not in str(stored)
+
+
+def test_shared_contact_phone_is_linked(client, meta_channels, django_capture_on_commit_callbacks):
+    import json
+
+    data = json.loads(load("telegram", "text"))
+    data["message"].pop("text")
+    data["message"]["contact"] = {"phone_number": "4915112345678", "first_name": "Kim", "last_name": "Lee",
+                                  "user_id": 111222333}
+    with django_capture_on_commit_callbacks(execute=True):
+        telegram_post(client, meta_channels.telegram, json.dumps(data).encode())
+    customer = Message.objects.get().conversation.customer
+    assert ("phone", "+4915112345678") in set(customer.identities.values_list("kind", "value"))
+
+
+def test_file_over_the_limit_is_not_downloaded(client, meta_channels, fake, settings):
+    settings.ATTACHMENT_MAX_BYTES = 10
+    assert telegram_post(client, meta_channels.telegram, load("telegram", "photo")).status_code == 200
+    msg = Message.objects.get()
+    assert not fake.requests and "larger than the limit" in msg.meta["notes"][0]

@@ -102,7 +102,8 @@ def message_payload(message, visitor_id: str) -> dict:
         "from": "visitor" if message.direction == "inbound" else "agent",
         "text": message.body_text,
         "created_at": message.created_at.isoformat(),
-        "status": message.delivery_status or "",
+        # a visitor's message is "sent" once stored; ours carry their delivery status
+        "status": message.delivery_status or ("sent" if message.direction == "inbound" else ""),
         "attachments": atts,
     }
     if message.direction == "outbound":

@@ -2,8 +2,10 @@
 Page's Messenger inbox and an Instagram professional account's direct messages.
 
 Settings: app_secret, verify_token, page_access_token (secrets), page_id (the
-Page id, or the Instagram account id for `instagram`); optional api_base
-(default https://graph.facebook.com), api_version and fetch_profile (default on).
+Facebook Page id; for `instagram` the Page linked to the Instagram account, or
+the Instagram account id together with api_base https://graph.instagram.com
+when the app uses Instagram Login); optional api_base (default
+https://graph.facebook.com), api_version and fetch_profile (default on).
 
 Inbound:  GET hub.* subscription check; POST {"object": "page"|"instagram", "entry": [{"id": ...,
           "time": ..., "messaging": [{"sender": {"id": PSID}, "recipient": {"id": PAGE}, "timestamp": ms,

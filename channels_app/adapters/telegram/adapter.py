@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 
 from conversations.inbound import InboundMessage
@@ -111,7 +112,10 @@ class TelegramAdapter(Adapter):
         if isinstance(contact, dict) and contact.get("phone_number"):
             # a contact card the customer shares about themselves carries a verified phone
             shared = f"{contact.get('first_name', '')} {contact.get('last_name', '')}".strip()
-            text = (text + "\n" if text else "") + f"{shared} {contact['phone_number']}".strip()
+            phone = str(contact["phone_number"]).strip()
+            if phone.isdigit():  # Telegram gives the user's own number without the '+'
+                phone = "+" + phone
+            text = (text + "\n" if text else "") + f"{shared} {phone}".strip()
         location = msg.get("location")
         if isinstance(location, dict):
             text = (text + "\n" if text else "") + (
@@ -133,6 +137,9 @@ class TelegramAdapter(Adapter):
             created_at=from_unix(msg.get("date")), attachments=attachments, notes=notes, meta=meta)])
 
     def _download(self, channel, item: dict, content_type: str, filename: str):
+        if int(item.get("file_size") or 0) > settings.ATTACHMENT_MAX_BYTES:
+            raise TransportError(_("The file is larger than the limit of %(limit)s bytes.")
+                                 % {"limit": settings.ATTACHMENT_MAX_BYTES}, permanent=True)
         info = bot_call(channel, "getFile", json={"file_id": item["file_id"]}).get("result") or {}
         path = info.get("file_path")
         if not path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -183,6 +184,10 @@ class WhatsAppAdapter(Adapter):
         headers = {"Authorization": f"Bearer {channel.get('access_token') or ''}"}
         info = graph_request("GET", f"{base}/{graph_version(channel)}/{media_id}", headers=headers).json() or {}
         url = info.get("url")
+        size = str(info.get("file_size") or "0")
+        if size.isdigit() and int(size) > settings.ATTACHMENT_MAX_BYTES:
+            raise TransportError(_("The file is larger than the limit of %(limit)s bytes.")
+                                 % {"limit": settings.ATTACHMENT_MAX_BYTES}, permanent=True)
         if not url:
             raise TransportError("WhatsApp returned no media URL.", permanent=True)
         content_type = str(info.get("mime_type") or media.get("mime_type") or "").split(";")[0].strip()
