@@ -17,6 +17,12 @@ worker consumes them during the run, and the Celery queue is purged at the end).
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/ holds scripts named like stdlib modules (email.py): never import from it
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import json
 import os
