@@ -224,7 +224,7 @@ def test_log_call_rejects_offsite_next(client, personas, conversation):
     resp = client.post(f"/conversations/{conversation.pk}/log-call/",
                        {"direction": "outbound", "duration": "10", "outcome": "no_answer", "summary": "x",
                         "next": "https://evil.example/"})
-    assert resp["Location"] == "/"
+    assert resp["Location"] == f"/c/{conversation.pk}/"  # back to the conversation in the inbox
     conversation.refresh_from_db()
     assert conversation.first_reply_at is None  # nobody was reached: not a reply
 

@@ -310,6 +310,15 @@ def public_media(request, token):
 
 # --------------------------------------------------------------------------- agents: log a call
 
+def _conversation_page(conversation) -> str:
+    from django.urls import NoReverseMatch
+
+    try:
+        return reverse("conversations:conversation", kwargs={"pk": conversation.pk})
+    except NoReverseMatch:
+        return "/"
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def log_call(request, pk):
@@ -334,7 +343,7 @@ def log_call(request, pk):
                                          "call": message.meta.get("call")}, status=201)
                 target = request.POST.get("next") or request.GET.get("next") or ""
                 if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-                    target = "/"
+                    target = _conversation_page(conversation)
                 return HttpResponseRedirect(target)
         if wants_json:
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
