@@ -117,7 +117,8 @@ def test_unknown_and_echo_events_are_accepted_and_kept(client, meta_channels, ki
 
 # ------------------------------------------------------------------ contact details -> identity / merge suggestion
 
-def test_email_in_message_is_linked_or_suggested_never_merged(client, meta_channels, django_capture_on_commit_callbacks):
+def test_email_in_message_is_linked_or_suggested_never_merged(client, meta_channels,
+                                                              django_capture_on_commit_callbacks):
     # given: another customer already owns the email the Messenger customer writes
     other = IdentityFactory(kind="email", value="kim.lee@example.org").customer
     with django_capture_on_commit_callbacks(execute=True):

@@ -136,9 +136,9 @@ class TwitterAdapter(Adapter):
                 if link and link in text:
                     text = text.replace(link, "").strip()
             token = channel.get("access_token")
-            att = fetch_media(lambda: download(url, headers={"Authorization": f"Bearer {token}"} if token else {},
-                                               fallback=f"x-{media.get('type') or 'media'}-{media.get('id_str') or media.get('id') or ''}"),
-                              _("X media"), notes)
+            fallback = f"x-{media.get('type') or 'media'}-{media.get('id_str') or media.get('id') or ''}"
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            att = fetch_media(lambda: download(url, headers=headers, fallback=fallback), _("X media"), notes)
             if att:
                 attachments.append(att)
         if not text and not attachments:

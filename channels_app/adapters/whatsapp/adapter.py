@@ -134,8 +134,8 @@ class WhatsAppAdapter(Adapter):
         elif mtype in MEDIA_TYPES:
             media = msg.get(mtype) or {}
             text = str(media.get("caption") or "")
-            att = fetch_media(lambda: self._download_media(channel, media, mtype), _("WhatsApp %(type)s") % {"type": mtype},
-                              notes)
+            att = fetch_media(lambda: self._download_media(channel, media, mtype),
+                              _("WhatsApp %(type)s") % {"type": mtype}, notes)
             if att is not None:
                 attachments.append(att)
         elif mtype == "location":

@@ -75,7 +75,8 @@ class Command(BaseCommand):
             raise CommandError(f"{channel.name}: the channel has no bot_token.")
         if opts["info"]:
             info = bot_call(channel, "getWebhookInfo").get("result") or {}
-            self.stdout.write(f"{channel.name}: url={info.get('url', '')!r} pending={info.get('pending_update_count', 0)} "
+            self.stdout.write(f"{channel.name}: url={info.get('url', '')!r} "
+                              f"pending={info.get('pending_update_count', 0)} "
                               f"last_error={info.get('last_error_message', '')!r}")
             return
         if opts["delete"]:
