@@ -59,6 +59,7 @@ def test_form_page_renders_translated_and_mobile_ready(client, webform):
     assert resp.status_code == 200
     assert 'name="viewport"' in html and "css/public.css" in html and 'lang="de"' in html
     assert 'name="csrfmiddlewaretoken"' in html and 'name="website"' in html
+    assert "Wie können wir helfen?" in html  # channels_app/locale/de
 
 
 def test_submission_creates_conversation_envelope_and_confirmation(client, webform, django_capture_on_commit_callbacks):
@@ -96,6 +97,8 @@ def test_confirmation_follows_the_customers_language(client, webform, django_cap
     customer = Customer.objects.get()
     assert customer.language == "de"
     assert mail.outbox[0].extra_headers["Content-Language"] == "de"
+    assert "Vielen Dank für Ihre Nachricht" in mail.outbox[0].body
+    assert "Wir haben Ihre Nachricht erhalten" in mail.outbox[0].subject
     # a known customer with a language keeps it whatever the browser says
     mail.outbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
@@ -261,6 +264,7 @@ def test_portal_follows_customer_language(client, kim_portal):
     resp = client.get(kim_portal["link"], HTTP_ACCEPT_LANGUAGE="en")
     assert resp["Content-Language"] == "fr"
     assert 'lang="fr"' in resp.content.decode()
+    assert "Toutes vos conversations avec nous" in resp.content.decode()
 
 
 def test_portal_salt_is_private():
