@@ -211,6 +211,8 @@ WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 20)
 # Largest API request body (413 above it).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 30 * 1024 * 1024)
 CHAT_OFFLINE_EMAIL_DELAY = env_int("CHAT_OFFLINE_EMAIL_DELAY", 300)
+# How long the customer portal's magic link (emailed after a /support/ form) stays valid.
+PORTAL_LINK_MAX_AGE = env_int("PORTAL_LINK_MAX_AGE", 14 * 24 * 3600)
 
 # --- Security ------------------------------------------------------------------
 _secure_default = not (DEBUG or TESTING)
