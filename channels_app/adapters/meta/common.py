@@ -12,6 +12,7 @@ from datetime import datetime, timezone as dt_timezone
 from urllib.parse import urlsplit
 
 from django.http import HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
 
 from conversations.inbound import InboundAttachment
 from helpdesk import http
@@ -165,7 +166,7 @@ def download(url: str, *, headers: dict | None = None, params: dict | None = Non
 
 
 def media_failure_note(what: str, exc: TransportError) -> str:
-    return f"The {what} could not be downloaded: {exc.message}"
+    return _("The %(what)s could not be downloaded: %(error)s") % {"what": what, "error": exc.message}
 
 
 def fetch_media(fetch, what: str, notes: list[str]) -> InboundAttachment | None:

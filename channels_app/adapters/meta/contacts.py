@@ -9,6 +9,7 @@ import re
 
 import phonenumbers
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from customers.services import InvalidIdentity, identity_add
 
@@ -51,10 +52,12 @@ def link_contact_details(message) -> list[str]:
         except InvalidIdentity:
             continue
         if ident.customer_id == customer.pk:
-            notes.append(f"The customer wrote {kind} {value}; it is linked to this customer.")
+            notes.append(_("The customer wrote %(kind)s %(value)s; it is linked to this customer.")
+                         % {"kind": kind, "value": value})
         else:
-            notes.append(f"The customer wrote {kind} {value}, which belongs to customer #{ident.customer_id}: "
-                         f"a merge is suggested for an agent to confirm.")
+            notes.append(_("The customer wrote %(kind)s %(value)s, which belongs to customer #%(other)s: "
+                           "a merge is suggested for an agent to confirm.")
+                         % {"kind": kind, "value": value, "other": ident.customer_id})
     return notes
 
 
