@@ -111,7 +111,9 @@ class MessageSerializer(serializers.ModelSerializer):
     author = AgentBriefSerializer(source="author_user", read_only=True, allow_null=True)
     text = serializers.CharField(source="body_text", read_only=True)
     html = serializers.CharField(source="body_html", read_only=True)
-    call = serializers.SerializerMethodField()
+    delivery_status = serializers.CharField(
+        read_only=True, help_text="queued, sent, delivered, read or failed; empty for inbound messages and notes.")
+    call = serializers.SerializerMethodField(help_text="Call details for logged phone calls, else null.")
     attachments = AttachmentSerializer(many=True, read_only=True)
 
     class Meta:
@@ -125,7 +127,7 @@ class MessageSerializer(serializers.ModelSerializer):
     def get_kind(self, obj) -> str:
         return "note" if obj.direction == "note" else "message"
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field({"type": "object", "nullable": True, "additionalProperties": {}})
     def get_call(self, obj) -> dict | None:
         return (obj.meta or {}).get("call")
 

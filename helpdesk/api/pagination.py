@@ -1,7 +1,18 @@
 """Cursor pagination for the large collections (conversations, messages)."""
 from __future__ import annotations
 
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import CursorPagination as BaseCursorPagination
+
+
+class CursorPagination(BaseCursorPagination):
+    """A malformed cursor is a 400 on the `cursor` parameter (DRF says 404)."""
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({self.cursor_query_param: ["Invalid cursor."]})
 
 
 class ConversationCursorPagination(CursorPagination):
