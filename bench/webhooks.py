@@ -14,6 +14,9 @@ Target (issue #4): >= 60% of the ceiling with p99 < 50 ms.
 Needs `wrk` (apt-get install wrk). With REDIS_URL, after-commit work is what a
 web process does in production (realtime publish, Celery task messages; no
 worker consumes them during the run, and the Celery queue is purged at the end).
+With a broker the SMS hook answers once the envelope is stored and verified and
+queues the ingest (SmsAdapter.process_later); --inline also measures the
+webhook with parse + ingest done in the request (channel setting process_inline).
 """
 from __future__ import annotations
 
@@ -199,6 +202,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--senders", type=int, default=2000, help="distinct phone numbers writing")
     parser.add_argument("--requests", type=int, default=60000, help="distinct signed requests prepared")
+    parser.add_argument("--inline", action="store_true",
+                        help="also measure with the channel's process_inline (parse + ingest in the request)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -215,7 +220,8 @@ def main() -> None:
 
     channel = Channel.objects.filter(kind="sms", name="bench webhooks").first() or Channel(kind="sms",
                                                                                           name="bench webhooks")
-    channel.set_config({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": "+14155550100"})
+    channel.set_config({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": "+14155550100",
+                        "process_inline": False})
     channel.save()
     print(f"database {settings.DATABASES['default']['NAME']}, redis {'yes' if os.environ.get('REDIS_URL') else 'no'}, "
           f"{args.workers} uvicorn workers, wrk {args.connections} connections, {args.duration}s per phase, "
@@ -239,6 +245,15 @@ def main() -> None:
                       args, hook_requests)
         bare = phase("bare view, one INSERT (ceiling)", "bench.bare_asgi:application",
                      lambda port: ("/bare/", f"http://127.0.0.1:{port}/bare/"), args, bare_requests)
+        if args.inline:
+            channel.settings["process_inline"] = True
+            channel.save()
+            inline = phase("same webhook, ingested inline", "helpdesk.asgi:application",
+                           lambda port: (channel.webhook_path, f"http://127.0.0.1:{port}{channel.webhook_path}"),
+                           args, hook_requests)
+            channel.settings["process_inline"] = False
+            channel.save()
+            print(f"inline ingest: {inline['rps'] / bare['rps']:.0%} of the ceiling", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if os.environ.get("REDIS_URL"):
