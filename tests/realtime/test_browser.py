@@ -1,0 +1,142 @@
+"""Playwright driving Debian's Chromium: the widget on its demo page (strict
+CSP) and an agent page in a second browser context, against a real uvicorn
+server (WebSockets) on the test database."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from conversations.models import Conversation, Message
+from customers.models import Identity
+from tests.conftest import require
+from tests.factories import ChannelFactory
+
+from .servers import UvicornThread
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+ARTIFACTS = Path(settings.BASE_DIR) / "var" / "test-artifacts"
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the test's own
+    # ORM calls are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    require(Path(CHROMIUM).exists() or bool(shutil.which("chromium")), f"Chromium ({CHROMIUM})")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def server(settings):
+    settings.ROOT_URLCONF = "tests.realtime.agent_page_urls"
+    with UvicornThread() as srv:
+        yield srv
+
+
+def _shoot(pages, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for i, page in enumerate(pages):
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"{name}-{i}.png"), full_page=True)
+        except Exception:
+            pass
+
+
+def test_visitor_and_agent_chat_live(personas, channels, client, browser, server):
+    chat = channels.chat
+    chat.settings = {"greeting": "Hi from Acme", "color": "#0a7d33"}
+    chat.save()
+    client.force_login(personas.ana)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+
+    agent_ctx = browser.new_context()
+    agent_ctx.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "domain": "127.0.0.1",
+                            "path": "/"}])
+    agent = agent_ctx.new_page()
+    visitor_ctx = browser.new_context(viewport={"width": 1100, "height": 800})
+    visitor = visitor_ctx.new_page()
+    csp_errors = []
+    visitor.on("console", lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        agent.goto(server.base + "/test-agent/")
+        agent.wait_for_function("document.getElementById('state').textContent === 'open'")
+
+        visitor.goto(f"{server.base}/widget/demo/{chat.uuid}/")
+        launcher = visitor.locator(".tl-launcher")
+        launcher.click()
+        visitor.get_by_text("Hi from Acme").wait_for()
+        box = visitor.get_by_label("Message")
+        box.fill("Hello, my order #42 is late")
+        box.press("Enter")
+        visitor.locator(".tl-visitor .tl-status", has_text=re.compile("Sent|Seen")).wait_for()
+
+        # the agent's page shows it without a reload
+        agent.locator("#events li", has_text="inbound:Hello, my order #42 is late").wait_for(timeout=10000)
+        conv = Conversation.objects.get()
+        assert conv.messages.get().envelope_id is not None
+
+        # the agent replies; the visitor sees it with the agent's name
+        resp = agent.request.post(f"{server.base}/test-agent/reply/{conv.pk}/", form={"body": "On its way, sorry!"})
+        assert resp.ok, resp.text()
+        visitor.locator(".tl-agent .tl-bubble", has_text="On its way, sorry!").wait_for(timeout=10000)
+        assert visitor.locator(".tl-agent .tl-author", has_text="Ana").count() == 1
+        # the open widget acknowledged it as read; the agent sees the receipt live
+        reply_id = Message.objects.get(direction="outbound").pk
+        agent.locator("#events li.status", has_text=f"{reply_id}:read").wait_for(timeout=10000)
+
+        # a reload keeps the history
+        visitor.reload()
+        visitor.locator(".tl-launcher").click()
+        visitor.locator(".tl-visitor .tl-bubble", has_text="Hello, my order #42 is late").wait_for()
+        visitor.locator(".tl-agent .tl-bubble", has_text="On its way, sorry!").wait_for()
+        assert Conversation.objects.count() == 1
+        assert not csp_errors, csp_errors
+    except Exception:
+        _shoot([visitor, agent], "chat-live")
+        raise
+    finally:
+        agent_ctx.close()
+        visitor_ctx.close()
+
+
+def test_offline_widget_captures_an_email(personas, browser, server):
+    chat = ChannelFactory(kind="chat", name="Tech chat", team=personas.tech,
+                          settings={"offline_message": "We are away. Leave your email."})
+    ctx = browser.new_context(viewport={"width": 390, "height": 800}, is_mobile=True, has_touch=True)
+    page = ctx.new_page()
+    try:
+        page.goto(f"{server.base}/widget/demo/{chat.uuid}/")
+        page.locator(".tl-launcher").click()
+        page.get_by_text("We are away. Leave your email.").wait_for()
+        page.locator("form.tl-person:not([hidden])").get_by_label("Your email").fill("night@example.org")
+        page.get_by_role("button", name="Send me replies by email").click()
+        page.get_by_text("Thanks! We will reply to your email.").wait_for()
+        box = page.get_by_label("Message")
+        box.fill("My router blinks red")
+        box.press("Enter")
+        page.locator(".tl-visitor .tl-status", has_text="Sent").wait_for()
+        ident = Identity.objects.get(kind="email", value="night@example.org")
+        assert Identity.objects.get(kind="chat").customer_id == ident.customer_id
+        assert Message.objects.get().conversation.customer_id == ident.customer_id
+        # on a phone the panel fills the screen
+        size = page.locator(".tl-panel").bounding_box()
+        assert size["width"] >= 380
+    except Exception:
+        _shoot([page], "chat-offline")
+        raise
+    finally:
+        ctx.close()
