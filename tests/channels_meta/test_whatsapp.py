@@ -346,3 +346,14 @@ def test_email_written_on_whatsapp_is_linked(client, meta_channels, django_captu
         meta_post(client, meta_channels.whatsapp, json.dumps(data).encode())
     customer = Customer.objects.get()
     assert ("email", "kim.lee@example.org") in set(customer.identities.values_list("kind", "value"))
+
+
+def test_window_closes_24h_after_the_last_customer_message(client, meta_channels):
+    from channels_app.adapters.whatsapp.adapter import window_closes_at
+
+    ch = meta_channels.whatsapp
+    meta_post(client, ch, _fresh())
+    customer = Customer.objects.get()
+    msg = Message.objects.get()
+    assert window_closes_at(ch, customer.pk).timestamp() == msg.created_at.timestamp() + 24 * 3600
+    assert window_closes_at(ch, customer.pk + 1000) is None

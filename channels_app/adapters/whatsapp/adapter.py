@@ -286,10 +286,17 @@ class WhatsAppAdapter(Adapter):
     @staticmethod
     def check_window(message) -> None:
         """Free-form messages only within 24 h of the customer's last WhatsApp message on this number."""
-        from conversations.models import Direction, Message
-
-        last = (Message.objects.filter(channel=message.channel, direction=Direction.INBOUND,
-                                       conversation__customer_id=message.conversation.customer_id)
-                .order_by("-created_at").values_list("created_at", flat=True).first())
-        if last is None or timezone.now() - last > WINDOW:
+        closes = window_closes_at(message.channel, message.conversation.customer_id)
+        if closes is None or timezone.now() > closes:
             raise TransportError(window_message(), permanent=True)
+
+
+def window_closes_at(channel, customer_id: int):
+    """When the customer service window with this customer on this WhatsApp
+    number closes (None: never opened); the inbox can show it before sending."""
+    from conversations.models import Direction, Message
+
+    last = (Message.objects.filter(channel=channel, direction=Direction.INBOUND,
+                                   conversation__customer_id=customer_id)
+            .order_by("-created_at").values_list("created_at", flat=True).first())
+    return last + WINDOW if last is not None else None
