@@ -53,13 +53,23 @@ class ConversationSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_tags(self, obj) -> list[str]:
+        tags = self.context.get("tags_by_conversation")
+        if tags is not None:  # preloaded for a whole page (see ConversationViewSet.list)
+            return tags.get(obj.pk, [])
         return [t.name for t in obj.tags.all()]
 
     def get_channel(self, obj) -> str:
         return obj.last_inbound_kind or obj.origin_kind or ""
 
     def get_messages_url(self, obj) -> str:
-        return absolute(self.context, reverse("api-conversation-messages", kwargs={"pk": obj.pk}))
+        # resolved once per response: reverse() and build_absolute_uri() per row add up on a 200-row page
+        template = self.context.get("_messages_url_template")
+        if template is None:
+            template = absolute(self.context, reverse("api-conversation-messages", kwargs={"pk": 0}))
+            template = template.replace("/0/messages/", "/{}/messages/")
+            if isinstance(self.context, dict):
+                self.context["_messages_url_template"] = template
+        return template.format(obj.pk)
 
 
 @extend_schema_serializer(examples=[

@@ -89,8 +89,20 @@ class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Conversation.objects.none()
-        return (services.conversations_visible_to(self.request.user)
-                .select_related("customer", "assignee", "team").prefetch_related("tags"))
+        qs = services.conversations_visible_to(self.request.user).select_related("customer", "assignee", "team")
+        return qs if self.action == "list" else qs.prefetch_related("tags")
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        # one query for the page's tags: prefetch_related builds a related manager per row, which costs more
+        # than the whole list query on a 50-row page
+        tags: dict[int, list[str]] = {}
+        rows = (Conversation.tags.through.objects.filter(conversation_id__in=[c.pk for c in page])
+                .order_by("tag__name").values_list("conversation_id", "tag__name"))
+        for conversation_id, name in rows:
+            tags.setdefault(conversation_id, []).append(name)
+        context = {**self.get_serializer_context(), "tags_by_conversation": tags}
+        return self.get_paginated_response(ConversationSerializer(page, many=True, context=context).data)
 
     def get_serializer_class(self):
         return {

@@ -19,7 +19,7 @@ class ConversationCursorPagination(CursorPagination):
     # created_at never changes, so a cursor never skips or repeats a row;
     # `?ordering=` may pick another immutable or non-null field.
     ordering = ("-created_at", "-id")
-    page_size = 50
+    page_size = 25
     page_size_query_param = "page_size"
     max_page_size = 200
 
