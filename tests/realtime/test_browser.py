@@ -107,6 +107,7 @@ def test_visitor_and_agent_chat_live(personas, channels, client, browser, server
         assert not csp_errors, csp_errors
     except Exception:
         _shoot([visitor, agent], "chat-live")
+        print("agent page events:", agent.locator("#events").inner_text())
         raise
     finally:
         agent_ctx.close()
