@@ -80,7 +80,8 @@ def email_channel(channels):
 @pytest.fixture
 def deliver_raw(email_channel):
     """Store raw bytes as an envelope and process it, like the SMTP listener does."""
-    from channels_app.services import envelope_process, envelope_store
+    from channels_app.adapters.email.adapter import process_envelope as envelope_process
+    from channels_app.services import envelope_store
 
     def run(raw: bytes, channel=None, rcpt_to=None):
         envelope = envelope_store(channel=channel or email_channel, kind="email", body=raw, source="smtp",

@@ -72,7 +72,8 @@ def test_apple_mail_inline_image_and_sanitizing(deliver_raw):
         "screenshot.png", "image/png", True, "A1B2C3D4-0001@apple.example")
     assert att.file.read().startswith(b"\x89PNG")
     html = msg.body_html
-    assert 'src="cid:A1B2C3D4-0001@apple.example"' in html  # shown in place from the attachment
+    assert f'src="/attachments/{att.pk}/inline/"' in html  # the cid: image is shown in place
+    assert "cid:" not in html
     assert "<script" not in html and "javascript:" not in html and "onclick" not in html
     assert 'data-remote-src="https://tracker.example/pixel.gif"' in html
     assert ' src="https://tracker.example' not in html
@@ -171,3 +172,14 @@ def test_envelope_kept_even_when_processing_fails(deliver_raw, monkeypatch):
     env = InboundEnvelope.objects.get()
     assert env.status == EnvelopeStatus.FAILED and "database on fire" in env.error
     assert bytes(env.body) == load("gmail_reply.eml")
+
+
+def test_inline_image_served_only_to_agents_who_see_the_conversation(deliver_raw, client, personas):
+    msg = _ingest(deliver_raw, "apple_mail_reply.eml")
+    att = msg.attachments.get()
+    url = f"/attachments/{att.pk}/inline/"
+    client.force_login(personas.ana)  # billing team owns the email channel
+    resp = client.get(url)
+    assert resp.status_code == 200 and resp["Content-Type"] == "image/png"
+    client.force_login(personas.bob)  # tech team: not his conversation
+    assert client.get(url).status_code == 404

@@ -266,3 +266,48 @@ def _anymail_error(exc: Exception) -> TransportError:
         permanent = bool(code and 400 <= code < 500 and code not in (408, 429))
         return TransportError(str(exc), permanent=permanent, status=code)
     return TransportError(f"{type(exc).__name__}: {exc}", permanent=False)
+
+
+# --------------------------------------------------------------------------- inline images
+
+def link_inline_images(message_ids) -> int:
+    """Point `cid:` images of stored inbound mail at their attachment (the
+    agent-only inline view), so inline images show in place. The attachment
+    rows keep the content id; returns how many messages changed."""
+    import re
+
+    from django.urls import reverse
+
+    from conversations.models import Attachment, Message
+
+    changed = 0
+    for message in Message.objects.filter(pk__in=list(message_ids), body_html__contains="cid:"):
+        by_cid = {a.content_id: a.pk for a in Attachment.objects.filter(message=message).exclude(content_id="")}
+        if not by_cid:
+            continue
+
+        def swap(match, by_cid=by_cid):
+            pk = by_cid.get(match.group(2))
+            if pk is None:
+                return match.group(0)
+            return f'{match.group(1)}"{reverse("conversations:attachment_inline", args=[pk])}"'
+
+        html = re.sub(r'(\bsrc=)"cid:([^"]+)"', swap, message.body_html)
+        if html != message.body_html:
+            Message.objects.filter(pk=message.pk).update(body_html=html)
+            changed += 1
+    return changed
+
+
+def process_envelope(envelope):
+    """envelope_process plus the email-only step after ingest (inline images)."""
+    from channels_app.services import envelope_process
+
+    result = envelope_process(envelope)
+    ids = [m.meta["_result"].message.pk for m in result.messages if m.meta.get("_result") is not None]
+    if ids:
+        try:
+            link_inline_images(ids)
+        except Exception:
+            log.exception("linking inline images of envelope %s failed", envelope.pk)
+    return result

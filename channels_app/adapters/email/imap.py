@@ -110,7 +110,9 @@ def poll_channel(channel, *, max_messages: int = 500, max_reconnects: int = 3) -
 
 def _poll_once(channel, cursor, folder: str, budget: int, counter: list[int]) -> None:
     from channels_app.models import ImapCursor
-    from channels_app.services import envelope_process, envelope_store
+    from channels_app.services import envelope_store
+
+    from .adapter import process_envelope as envelope_process
 
     conn = _connect(channel)
     conn._tl_folder = folder  # type: ignore[attr-defined]

@@ -44,7 +44,9 @@ def store_and_process(data: bytes, rcpt_tos: list[str], *, mail_from: str = "", 
                       helo: str = "") -> list[int]:
     """Store one envelope per receiving channel, then process each. Raises only
     if storing fails (the caller answers 451 so the sender retries)."""
-    from channels_app.services import envelope_process, envelope_store
+    from channels_app.services import envelope_store
+
+    from .adapter import process_envelope as envelope_process
 
     close_old_connections()
     try:

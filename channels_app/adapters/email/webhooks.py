@@ -69,7 +69,9 @@ def _channel_for_message(message):
 
 
 def on_inbound(sender, event, esp_name, **kwargs):
-    from channels_app.services import envelope_process, envelope_reject, envelope_store
+    from channels_app.services import envelope_reject, envelope_store
+
+    from .adapter import process_envelope as envelope_process
 
     from .parser import _as_bytes
 
@@ -89,7 +91,9 @@ def on_inbound(sender, event, esp_name, **kwargs):
 
 
 def on_tracking(sender, event, esp_name, **kwargs):
-    from channels_app.services import envelope_process, envelope_store
+    from channels_app.services import envelope_store
+
+    from .adapter import process_envelope as envelope_process
     from conversations.models import Direction, Message
 
     esp_id = str(event.message_id or "").strip().strip("<>")
