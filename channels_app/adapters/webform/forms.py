@@ -79,7 +79,8 @@ class SupportForm(AttachmentsMixin, forms.Form):
     message = forms.CharField(label=_("How can we help?"), max_length=20000, widget=forms.Textarea(attrs={"rows": 7}))
     attachments = MultipleFileField(label=_("Attachments"))
     # honeypot: hidden from people by CSS, bots fill it in
-    website = forms.CharField(label=_("Leave this field empty"), required=False)
+    website = forms.CharField(label=_("Leave this field empty"), required=False,
+                              widget=forms.TextInput(attrs={"tabindex": "-1", "autocomplete": "off"}))
 
 
 class PortalReplyForm(AttachmentsMixin, forms.Form):

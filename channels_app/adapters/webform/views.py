@@ -73,7 +73,8 @@ def language_for(customer=None, request=None) -> str:
 def _private(response):
     response["Cache-Control"] = "no-store"
     response["X-Robots-Tag"] = "noindex, nofollow"
-    response["Referrer-Policy"] = "no-referrer"
+    # same-origin: the token never leaves in a Referer, and form posts keep their Origin (CSRF)
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 
