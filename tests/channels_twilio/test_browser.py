@@ -34,6 +34,14 @@ def browser(monkeypatch):
         b.close()
 
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+
+
+def _shoot(page, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"twilio-webform-{name}.png"), full_page=True)
+
+
 def _no_horizontal_scroll(page):
     return page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth + 1")
 
@@ -50,6 +58,7 @@ def test_support_form_and_portal_on_a_phone_in_german(browser, live_server, sett
     page.goto(f"{live_server.url}/support/")
     assert page.locator("h1").inner_text() == "Kontakt"
     assert _no_horizontal_scroll(page)
+    _shoot(page, "form")
     box = page.locator("input[name=website]").bounding_box()  # the honeypot stays off-screen for people
     assert box is None or box["x"] + box["width"] <= 0
     page.fill("input[name=name]", "Jonas Weber")
@@ -73,6 +82,7 @@ def test_support_form_and_portal_on_a_phone_in_german(browser, live_server, sett
     page.fill("textarea[name=message]", "Es ist ein Modell von 2024.")
     page.click("button[type=submit]")
     page.wait_for_selector("text=Ihre Antwort wurde gesendet.")
+    _shoot(page, "portal-conversation")
     assert _no_horizontal_scroll(page)
     reply = Message.objects.get(body_text="Es ist ein Modell von 2024.")
     assert reply.conversation_id == conv.pk and reply.channel.kind == "webform"
