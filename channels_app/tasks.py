@@ -20,3 +20,24 @@ def replay_envelope(envelope_id: int) -> bool:
 
     envelope = InboundEnvelope.objects.filter(pk=envelope_id).first()
     return bool(envelope and envelope_replay(envelope))
+
+
+@shared_task(name="channels_app.tasks.process_stale_pending")
+def process_stale_pending(older_than: int = 120, limit: int = 500) -> int:
+    """Process envelopes still pending a while after they arrived: their queued
+    task was lost (broker restart) or the process died mid-request. Ingest
+    dedupes, so an envelope processed twice is harmless."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from .models import EnvelopeStatus, InboundEnvelope
+    from .services import envelope_replay
+
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    ids = list(InboundEnvelope.objects.filter(status=EnvelopeStatus.PENDING, received_at__lt=cutoff)
+               .order_by("received_at").values_list("pk", flat=True)[:limit])
+    done = 0
+    for envelope in InboundEnvelope.objects.filter(pk__in=ids).order_by("received_at"):
+        done += bool(envelope_replay(envelope))
+    return done

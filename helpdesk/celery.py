@@ -19,6 +19,7 @@ PERIODIC_TASKS = {
     "wake-snoozed": ("conversations.tasks.wake_snoozed", 30),
     "requeue-outbox": ("conversations.tasks.requeue_stale_outbox", 60),
     "poll-imap": ("channels_app.tasks.poll_all_imap", 60),
+    "inbound-stale-pending": ("channels_app.tasks.process_stale_pending", 60),
     "metrics-flush": ("metrics.tasks.periodic", 60),
     "chat-email-unseen": ("channels_app.adapters.chat.tasks.email_unseen_replies", 60),
     "presence-sweep": ("channels_app.adapters.chat.tasks.presence_sweep", 60),

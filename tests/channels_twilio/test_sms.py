@@ -330,3 +330,20 @@ def test_process_inline_setting_keeps_processing_in_the_request(client, sms_chan
     sms_channel.save()
     assert twilio_post(client, sms_channel, fixture("sms/inbound_sms.json")).status_code == 200
     assert Message.objects.count() == 1
+
+
+def test_lost_queue_task_is_picked_up_by_the_periodic_sweep(client, sms_channel, monkeypatch):
+    from datetime import timedelta
+
+    from channels_app import tasks
+    from helpdesk.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", False)
+    monkeypatch.setattr(tasks.replay_envelope, "delay", lambda pk: None)  # the broker lost it
+    twilio_post(client, sms_channel, fixture("sms/inbound_sms.json"))
+    env = InboundEnvelope.objects.get()
+    assert tasks.process_stale_pending() == 0  # too fresh: its task may still be on its way
+    InboundEnvelope.objects.filter(pk=env.pk).update(received_at=env.received_at - timedelta(minutes=5))
+    assert tasks.process_stale_pending() == 1
+    env.refresh_from_db()
+    assert env.status == EnvelopeStatus.PROCESSED and Message.objects.count() == 1
