@@ -94,3 +94,17 @@ def test_message_id_is_stable_across_retries(conversation, personas):
     msg.external_id = None
     adapter = EmailAdapter()
     assert adapter.build(msg).extra_headers["Message-ID"] == adapter.build(msg).extra_headers["Message-ID"]
+
+
+def test_anymail_provider_backend(conversation, personas, settings, django_capture_on_commit_callbacks):
+    # anymail's test backend behaves like a provider backend: it reports the ESP's message id
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    settings.ANYMAIL = {}
+    msg = reply(conversation, django_capture_on_commit_callbacks, author=personas.ana, body="Via provider")
+    from django.core import mail
+
+    assert msg.delivery_status == "sent"
+    assert msg.meta["esp_message_id"] and msg.external_id.startswith("tl.")
+    sent = mail.outbox[-1]
+    assert sent.extra_headers["Message-ID"] == f"<{msg.external_id}>"
+    assert sent.reply_to == [f"support+{conversation.reply_token}@acme.test"]

@@ -249,8 +249,10 @@ class EmailAdapter(Adapter):
         meta = {"message_id": own_id}
         status = getattr(mail, "anymail_status", None)
         esp_id = getattr(status, "message_id", None) if status is not None else None
-        if esp_id and isinstance(esp_id, str):
-            meta["esp_message_id"] = esp_id.strip("<>")
+        if isinstance(esp_id, (set, frozenset)):  # one id per recipient: we send to one
+            esp_id = next(iter(esp_id), None)
+        if esp_id is not None and str(esp_id):
+            meta["esp_message_id"] = str(esp_id).strip("<>")
         return SendResult(external_id=own_id, status="sent", meta=meta)
 
 
