@@ -52,6 +52,10 @@ def setup_django():
     import django
 
     django.setup()
+    from django.conf import settings
+
+    # production settings, except static files need no collected manifest here
+    settings.STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 
 def migrate() -> None:
@@ -256,14 +260,14 @@ def measure(repeat: int) -> None:
     for who, label, url in cases:
         client = clients[who]
         if url is None:
-            first = client.get("/?view=resolved")
+            first = client.get("/?view=resolved", secure=True)
             cursor = first.context["page"].next_cursor if first.context else None
             url = f"/?view=resolved&cursor={cursor}"
         times = []
         status = None
         for i in range(repeat + 1):
             t0 = time.perf_counter()
-            response = client.get(url)
+            response = client.get(url, secure=True)
             elapsed = (time.perf_counter() - t0) * 1000
             status = response.status_code
             if i:

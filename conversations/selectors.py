@@ -33,7 +33,7 @@ from .services import conversations_visible_to
 PAGE_SIZE = 25
 
 # Must match conversations/migrations/0004_fulltext_gin.py exactly.
-FTS_MESSAGE = "to_tsvector('simple'::regconfig, coalesce(body_text, ''))"
+FTS_MESSAGE = "search_tsv"  # generated: to_tsvector('simple', coalesce(body_text, ''))
 FTS_SUBJECT = "to_tsvector('simple'::regconfig, coalesce(subject, ''))"
 FTS_CUSTOMER = "to_tsvector('simple'::regconfig, coalesce(name, '') || ' ' || coalesce(company, ''))"
 
@@ -94,33 +94,107 @@ def view_queryset(user, view_key: str, *, explicit_status: bool = False) -> Quer
 
 # --------------------------------------------------------------------------- search
 
+SEARCH_CAP = 2000  # newest matches taken from each source; a search is for finding, not for counting
+
+
+def identity_customer_ids(q: str) -> list[int]:
+    """Customers owning the identity typed in the search box (an email address or phone number)."""
+    from django.db.models import Case, CharField, Value, When
+
+    from customers.models import Identity
+    from customers.services import InvalidIdentity, normalize_identity
+
+    kinds = ["email"] if "@" in q else (["phone"] if sum(ch.isdigit() for ch in q) >= 6 else [])
+    ids: list[int] = []
+    for kind in kinds:
+        try:
+            kind, value = normalize_identity(kind, q)
+        except InvalidIdentity:
+            continue
+        # the same expression as customers' unique index, so the lookup uses it
+        key = Case(When(kind__in=["phone", "whatsapp"], then=Value("tel")), default=F("kind"),
+                   output_field=CharField())
+        key_value = "tel" if kind in ("phone", "whatsapp") else kind
+        ids += list(Identity.objects.annotate(_key=key).filter(_key=key_value, value=value)
+                    .values_list("customer_id", flat=True))
+    return ids
+
+
+TSQ = "plainto_tsquery('simple'::regconfig, %s)"
+# message id windows searched newest first; later windows only when earlier ones found too little
+MESSAGE_WINDOWS = (50_000, 500_000, 5_000_000, None)
+SEARCH_WANT = 200  # conversations: enough for eight pages of results
+
+
+def _pg_search_ids(q: str, identity_customers: list[int]) -> list[int]:
+    """Conversation ids matching q, newest first per source (PostgreSQL).
+
+    Each match set is fenced with OFFSET 0: without it the planner may walk the
+    primary key backwards hoping to meet matches early (seconds on a rare
+    word). Messages are searched in id windows, newest first, so a very common
+    word stops after the newest window instead of rechecking 600,000 rows; a
+    rare word costs one GIN lookup per window. Parallel workers and JIT cost
+    more than they save on these short queries, so they are off for it."""
+    from django.db import transaction
+
+    cap = SEARCH_CAP
+    found: dict[int, None] = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(f"""
+            (SELECT id FROM (SELECT id FROM conversations_conversation WHERE {FTS_SUBJECT} @@ {TSQ} OFFSET 0) s
+             ORDER BY id DESC LIMIT {cap})
+            UNION
+            (SELECT c.id FROM conversations_conversation c WHERE c.customer_id IN (
+                SELECT id FROM (SELECT id FROM customers_customer WHERE {FTS_CUSTOMER} @@ {TSQ} OFFSET 0) cu
+                ORDER BY id DESC LIMIT {cap})
+             ORDER BY c.id DESC LIMIT {cap})
+            UNION
+            (SELECT id FROM conversations_conversation WHERE customer_id = ANY(%s) ORDER BY id DESC LIMIT {cap})""",
+                       [q, q, identity_customers or [0]])
+        for (pk,) in cursor.fetchall():
+            found[pk] = None
+        cursor.execute("SELECT max(id) FROM conversations_message")
+        top = cursor.fetchone()[0] or 0
+        upper = top
+        for span in MESSAGE_WINDOWS:
+            lower = 0 if span is None else max(0, top - span)
+            cursor.execute(f"""
+                SELECT conversation_id FROM (SELECT id, conversation_id FROM conversations_message
+                    WHERE {FTS_MESSAGE} @@ {TSQ} AND id > %s AND id <= %s OFFSET 0) m
+                ORDER BY id DESC LIMIT {cap}""", [q, lower, upper])
+            for (pk,) in cursor.fetchall():
+                found[pk] = None
+            upper = lower
+            if lower == 0 or len(found) >= SEARCH_WANT:
+                break
+    return list(found)
+
+
 def search_filter(qs: QuerySet, q: str) -> QuerySet:
     """Full-text search over message bodies, subjects and customers.
 
     PostgreSQL: GIN expression indexes with the 'simple' configuration (no
     stemming: the helpdesk is multilingual), plus exact identity match (an
-    email address or phone number). SQLite: icontains on the same fields."""
+    email address or phone number). The matching conversation ids are
+    collected first (newest first, see _pg_search_ids), so the list query
+    then walks a short id list instead of filtering the whole table.
+    SQLite: icontains on the same fields."""
     q = (q or "").strip()[:200]
     if not q:
         return qs
-    from customers.models import Identity
-
-    identity_ids = Identity.objects.filter(value__iexact=q).values("customer_id")
+    identity_customers = identity_customer_ids(q)
     if connection.vendor == "postgresql":
-        tsq = "plainto_tsquery('simple'::regconfig, %s)"
-        in_messages = RawSQL(
-            f"SELECT conversation_id FROM conversations_message WHERE {FTS_MESSAGE} @@ {tsq}", (q,))
-        in_customers = RawSQL(f"SELECT id FROM customers_customer WHERE {FTS_CUSTOMER} @@ {tsq}", (q,))
-        in_subjects = RawSQL(f"SELECT id FROM conversations_conversation WHERE {FTS_SUBJECT} @@ {tsq}", (q,))
-        return qs.filter(Q(pk__in=in_messages) | Q(pk__in=in_subjects) | Q(customer_id__in=in_customers)
-                         | Q(customer_id__in=identity_ids))
+        ids = _pg_search_ids(q, identity_customers)
+        return qs.filter(pk__in=ids) if ids else qs.none()
     words = q.split()
     cond = Q()
     for word in words[:8]:
         cond &= (Q(subject__icontains=word) | Q(customer__name__icontains=word)
                  | Q(customer__company__icontains=word)
                  | Q(pk__in=Message.objects.filter(body_text__icontains=word).values("conversation_id")))
-    return qs.filter(cond | Q(customer_id__in=identity_ids))
+    return qs.filter(cond | Q(customer_id__in=identity_customers))
 
 
 # --------------------------------------------------------------------------- keyset pages
