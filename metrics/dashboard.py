@@ -14,6 +14,11 @@ from .models import SurveyInvitation
 TABLES = ("summary", "channel", "team", "agent", "day", "week", "month", "distribution", "comments")
 
 
+TREND_KPIS = ("volume", "first_response_time", "csat")
+TABLE_KPIS = ("volume", "first_response_time", "response_time", "resolution_time", "fcr_rate", "one_touch_rate",
+              "sla_attainment", "csat")
+
+
 def _sub(sel: Selection, group_by):
     return replace(sel, group_by=group_by, _cache={})
 
@@ -60,10 +65,10 @@ def data(sel: Selection) -> dict:
         "current": current,
         "previous": previous,
         "trend_group": trend_group,
-        "trend": report.build(_sub(sel, trend_group)),
-        "by_channel": report.build(_sub(sel, "channel")),
-        "by_team": report.build(_sub(sel, "team")),
-        "by_agent": report.build(_sub(sel, "agent")),
+        "trend": report.build(_sub(sel, trend_group), only=TREND_KPIS),
+        "by_channel": report.build(_sub(sel, "channel"), only=TABLE_KPIS),
+        "by_team": report.build(_sub(sel, "team"), only=TABLE_KPIS),
+        "by_agent": report.build(_sub(sel, "agent"), only=TABLE_KPIS),
         "distribution": first_response_time.distribution(sel),
         "comments": comments(sel),
         "live": live_counters(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.core.cache import cache
@@ -114,24 +115,71 @@ def periodic() -> None:
 
 # --------------------------------------------------------------------------- recomputation
 
-def _load_events(ids) -> dict[int, list[F.Ev]]:
+_DATA_KEYS = ("channel", "automated", "from", "to", "assignee")
+
+
+def _load_events(ids=None, id_range=None) -> dict[int, list[F.Ev]]:
+    """Relevant events of the given conversations (a list of ids or an inclusive id range).
+
+    Raw SQL that extracts only the JSON keys the engine reads: decoding every
+    event's JSON in Python dominated the full recompute."""
     out: dict[int, list[F.Ev]] = defaultdict(list)
-    rows = (ConversationEvent.objects.filter(conversation_id__in=ids, kind__in=RELEVANT_KINDS)
-            .values_list("id", "conversation_id", "kind", "at", "actor_type", "actor_user_id", "data"))
-    for eid, cid, kind, at, actor_type, actor_id, data in rows.iterator(chunk_size=5000):
-        out[cid].append(F.Ev(eid, kind, at, actor_type, actor_id, data or {}))
+    table = ConversationEvent._meta.db_table
+    pg = connection.vendor == "postgresql"
+    if pg:
+        keys = ", ".join(f"data->>'{k}'" for k in _DATA_KEYS)
+    else:
+        keys = ", ".join(f"json_extract(data, '$.{k}')" for k in _DATA_KEYS)
+    kinds = [str(k) for k in RELEVANT_KINDS]
+    params: list = []
+    if id_range is not None:
+        where = "conversation_id BETWEEN %s AND %s"
+        params += list(id_range)
+    else:
+        ids = list(ids)
+        if not ids:
+            return out
+        if pg:
+            where = "conversation_id = ANY(%s)"
+            params.append(ids)
+        else:
+            where = f"conversation_id IN ({', '.join(['%s'] * len(ids))})"
+            params += ids
+    kind_in = ", ".join(["%s"] * len(kinds))
+    sql = (f"SELECT id, conversation_id, kind, at, actor_type, actor_user_id, {keys} FROM {table} "
+           f"WHERE {where} AND kind IN ({kind_in})")
+    with connection.cursor() as cur:
+        cur.execute(sql, params + kinds)
+        for eid, cid, kind, at, actor_type, actor_id, channel, automated, frm, to, assignee in cur.fetchall():
+            if not pg and isinstance(at, str):
+                at = datetime.fromisoformat(at)
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=dt_timezone.utc)
+            data = {"channel": channel or "", "automated": automated in (True, 1, "true", "1"),
+                    "from": _int(frm), "to": _int(to), "assignee": _int(assignee)}
+            out[cid].append(F.Ev(eid, kind, at, actor_type, actor_id, data))
     return out
+
+
+def _int(value):
+    if value in (None, "", "null"):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _context():
     return load_schedules(), {p.priority: p for p in SlaPolicy.objects.filter(active=True)}
 
 
-def _bases(ids, context) -> list[F.Base]:
+def _bases(ids, context, id_range=None) -> list[F.Base]:
     schedules, policies = context
-    convs = {c[0]: F.ConvInfo(*c) for c in
-             Conversation.objects.filter(pk__in=ids).values_list("id", "customer_id", "team_id", "priority")}
-    events = _load_events(list(convs))
+    qs = (Conversation.objects.filter(pk__gte=id_range[0], pk__lte=id_range[1]) if id_range
+          else Conversation.objects.filter(pk__in=ids))
+    convs = {c[0]: F.ConvInfo(*c) for c in qs.values_list("id", "customer_id", "team_id", "priority")}
+    events = _load_events(id_range=id_range) if id_range else _load_events(list(convs))
     return [F.build_base(info, events.get(cid, []), schedules, policies) for cid, info in convs.items()]
 
 
@@ -288,46 +336,73 @@ def apply_delta(delta: dict) -> None:
 
 # --------------------------------------------------------------------------- full recompute
 
-def recompute_all(progress=None, chunk: int = 2000, now: datetime | None = None) -> int:
-    """Rebuild facts and rollups from the event log. Returns the number of conversations."""
+def _all_starts() -> dict[int, list[tuple[int, datetime]]]:
+    """customer -> [(conversation, start)] of customer-started conversations, from the event log:
+    a conversation starts at its first message (by time, then id) and is customer-started
+    when that message is inbound (the same rule as facts.build_base)."""
+    table = ConversationEvent._meta.db_table
+    conv_table = Conversation._meta.db_table
+    starts: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
+    if connection.vendor == "postgresql":
+        sql = (f"SELECT c.customer_id, f.conversation_id, f.at FROM ("
+               f"  SELECT DISTINCT ON (conversation_id) conversation_id, kind, at FROM {table}"
+               f"  WHERE kind IN ('message_in', 'message_out') ORDER BY conversation_id, at, id) f"
+               f" JOIN {conv_table} c ON c.id = f.conversation_id WHERE f.kind = 'message_in'")
+        with connection.cursor() as cur:
+            cur.execute(sql)
+            for cust, cid, at in cur.fetchall():
+                starts[cust].append((cid, at))
+        return starts
+    first: dict[int, tuple] = {}
+    for cid, kind, at, eid in (ConversationEvent.objects.filter(kind__in=[EventKind.MESSAGE_IN, EventKind.MESSAGE_OUT])
+                               .values_list("conversation_id", "kind", "at", "id").iterator(chunk_size=20000)):
+        cur = first.get(cid)
+        if cur is None or (at, eid) < (cur[1], cur[2]):
+            first[cid] = (kind, at, eid)
+    customers = dict(Conversation.objects.values_list("id", "customer_id"))
+    for cid, (kind, at, _eid) in first.items():
+        if kind == EventKind.MESSAGE_IN and cid in customers:
+            starts[customers[cid]].append((cid, at))
+    return starts
+
+
+def recompute_all(progress=None, chunk: int = 5000, now: datetime | None = None) -> int:
+    """Rebuild facts and rollups from the event log in one pass. Returns the number of conversations."""
     now = now or timezone.now()
     context = _context()
-    all_ids = list(Conversation.objects.order_by("pk").values_list("pk", flat=True))
-    total = 0
+    bounds = Conversation.objects.order_by("pk").values_list("pk", flat=True)
     with transaction.atomic():
         DirtyConversation.objects.all().delete()
         DailyRollup.objects.all().delete()
         ResponseFact.objects.all().delete()
         ConversationFact.objects.all().delete()
-    # pass 1: per-conversation facts
-    for i in range(0, len(all_ids), chunk):
-        ids = all_ids[i:i + chunk]
+    starts = _all_starts()
+    acc: dict[str, dict[str, int]] = {}
+    total = 0
+    lo = 0
+    while True:
+        ids = list(bounds.filter(pk__gt=lo)[:chunk])
+        if not ids:
+            break
+        rng = (ids[0], ids[-1])
+        lo = ids[-1]
         with transaction.atomic():
-            new = [_to_fact(b) for b in _bases(ids, context)]
-            ConversationFact.objects.bulk_create(new, batch_size=1000)
-            ResponseFact.objects.bulk_create(_response_rows(new), batch_size=2000)
+            facts = [_to_fact(b) for b in _bases(None, context, id_range=rng)]
+            for fact in facts:
+                others = [s for c, s in starts.get(fact.customer_id, ()) if c != fact.conversation_id]
+                _add(acc, _finish(fact, others, now), 1)
+            _bulk_insert(facts)
+            ResponseFact.objects.bulk_create(_response_rows(facts), batch_size=5000)
         total += len(ids)
         if progress:
-            progress(len(ids), "facts")
-    # pass 2: FCR / repeat verdicts need every customer's starts; then sum contributions
-    starts: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
-    for cust, cid, started in (ConversationFact.objects.filter(outbound_first=False, started_at__isnull=False)
-                               .values_list("customer_id", "conversation_id", "started_at").iterator(chunk_size=20000)):
-        starts[cust].append((cid, started))
-    acc: dict[str, dict[str, int]] = {}
-    for i in range(0, len(all_ids), chunk):
-        ids = all_ids[i:i + chunk]
-        with transaction.atomic():
-            batch = list(ConversationFact.objects.filter(conversation_id__in=ids))
-            for fact in batch:
-                others = [s for c, s in starts.get(fact.customer_id, []) if c != fact.conversation_id]
-                _add(acc, _finish(fact, others, now), 1)
-            _save_finished(batch)
-        if progress:
-            progress(len(ids), "rollups")
+            progress(len(ids), "conversations")
     with transaction.atomic():
         apply_delta(acc)
     return total
+
+
+def _bulk_insert(facts) -> None:
+    ConversationFact.objects.bulk_create(facts, batch_size=2500)
 
 
 def rollup_snapshot() -> dict:

@@ -33,29 +33,34 @@ def _empty_time():
     return {"count": 0, "mean": None, "median": None, "p90": None}
 
 
-def build(sel: Selection) -> list[dict]:
-    """One object per group (or one for the whole selection without group_by)."""
-    parts = {
-        "first_response_time": first_response_time.compute(sel),
-        "first_response_time_business": first_response_time.compute(sel, business=True),
-        "response_time": response_time.compute(sel),
-        "resolution_time": resolution_time.compute(sel),
-        "resolution_time_business": resolution_time.compute(sel, business=True),
-        "fcr_rate": fcr.compute(sel),
-        "fcr_provisional": fcr.provisional(sel),
-        "one_touch_rate": one_touch.compute(sel),
-        "repeat_contact_rate": repeat_contact.compute(sel),
-        "contacts_per_resolution": contacts_per_resolution.compute(sel),
-        "channel_switches": channel_switches.compute(sel),
-        "csat": csat.compute(sel),
-        "nps": nps.compute(sel),
-        "ces": ces.compute(sel),
-        "cltv": cltv.compute(sel),
-        "retention_rate": retention.compute(sel),
-        "retention": retention.details(sel),
-        "sla_attainment": sla_attainment.compute(sel),
-        "volume": volume.compute(sel),
-    }
+KPIS = {
+    "first_response_time": first_response_time.compute,
+    "first_response_time_business": lambda sel: first_response_time.compute(sel, business=True),
+    "response_time": response_time.compute,
+    "resolution_time": resolution_time.compute,
+    "resolution_time_business": lambda sel: resolution_time.compute(sel, business=True),
+    "fcr_rate": fcr.compute,
+    "fcr_provisional": fcr.provisional,
+    "one_touch_rate": one_touch.compute,
+    "repeat_contact_rate": repeat_contact.compute,
+    "contacts_per_resolution": contacts_per_resolution.compute,
+    "channel_switches": channel_switches.compute,
+    "csat": csat.compute,
+    "nps": nps.compute,
+    "ces": ces.compute,
+    "cltv": cltv.compute,
+    "retention_rate": retention.compute,
+    "retention": retention.details,
+    "sla_attainment": sla_attainment.compute,
+    "volume": volume.compute,
+}
+
+
+def build(sel: Selection, only=None) -> list[dict]:
+    """One object per group (or one for the whole selection without group_by).
+
+    `only` restricts the KPIs computed (the dashboard's trend and breakdown tables)."""
+    parts = {name: fn(sel) for name, fn in KPIS.items() if only is None or name in only}
     defaults = {
         "first_response_time": _empty_time(), "first_response_time_business": _empty_time(),
         "response_time": _empty_time(), "resolution_time": _empty_time(),

@@ -6,47 +6,22 @@ resolutions in the period, any of them followed by an order counts."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
-
-from django.conf import settings
-from django.utils import timezone
-
-from customers.models import Order
 
 from . import customer_base
 
 NAME = "retention_rate"
 
 
-def _orders(customer_ids) -> dict:
-    out = defaultdict(list)
-    ids = list(customer_ids)
-    for i in range(0, len(ids), 5000):
-        for cust, at in Order.objects.filter(customer_id__in=ids[i:i + 5000]).values_list("customer_id", "placed_at"):
-            out[cust].append(at)
-    return out
-
-
 def details(sel) -> dict:
     def load():
-        window = timedelta(seconds=settings.RETENTION_WINDOW)
-        now = timezone.now()
-        rows = customer_base.resolutions(sel)
-        orders = _orders({c for _k, c, _a in rows})
-        state: dict = defaultdict(dict)  # key -> customer -> "retained" | "pending" | "lost"
-        for key, cust, at in rows:
-            end = at + window
-            retained = any(at < o <= end for o in orders.get(cust, ()))
-            verdict = "retained" if retained else ("pending" if end > now else "lost")
-            prev = state[key].get(cust)
-            rank = {"retained": 2, "pending": 1, "lost": 0}
-            if prev is None or rank[verdict] > rank[prev]:
-                state[key][cust] = verdict
+        best: dict = defaultdict(dict)
+        for key, cust, _ltv, rank in customer_base.rows(sel):
+            best[key][cust] = max(rank, best[key].get(cust, 0))
         out = {}
-        for key, customers in state.items():
-            retained = sum(1 for v in customers.values() if v == "retained")
-            lost = sum(1 for v in customers.values() if v == "lost")
-            pending = sum(1 for v in customers.values() if v == "pending")
+        for key, customers in best.items():
+            retained = sum(1 for r in customers.values() if r == 2)
+            pending = sum(1 for r in customers.values() if r == 1)
+            lost = sum(1 for r in customers.values() if r == 0)
             out[key] = {"rate": retained / (retained + lost) if retained + lost else None,
                         "retained": retained, "lost": lost, "pending": pending}
         return out

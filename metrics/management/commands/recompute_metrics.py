@@ -14,6 +14,6 @@ class Command(BaseCommand):
         total = Conversation.objects.count()
         started = time.monotonic()
         quiet = options.get("verbosity", 1) == 0
-        with tqdm(total=total * 2, unit="conv", desc="recompute", disable=quiet) as bar:
+        with tqdm(total=total, unit="conv", desc="recompute", disable=quiet) as bar:
             n = engine.recompute_all(progress=lambda k, _stage: bar.update(k))
         self.stdout.write(f"recomputed {n} conversations in {time.monotonic() - started:.1f}s")
