@@ -1,0 +1,288 @@
+"""Benchmark: realtime fan-out across two ASGI processes with Redis and PostgreSQL.
+
+200 agent sockets and 200 chat-visitor sockets are spread over two uvicorn
+processes (helpdesk.asgi). A separate process ingests inbound messages at
+200/s through conversations.services.ingest (10 teams, one api channel each;
+each message reaches its team's 20 agents). Visitors send chat messages over
+their widget sockets at --visitor-rate per second (they reach team 0's agents).
+
+Prints p50/p99 of:
+  * ingest commit -> agent socket: the event's `at` (stamped on publish, right
+    after commit) to the moment the agent client reads the frame;
+  * visitor message -> agent socket: the visitor's send to the agent's read.
+
+    REDIS_URL=redis://127.0.0.1:6379/4 .venv/bin/python bench/realtime.py --seconds 15
+
+Uses database tl_bench_rt (created and migrated when missing); Redis keys use
+the prefix "tlbench"; the Celery queue (no worker runs) is purged at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# bench/ holds email.py, which would shadow the standard library's email package
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tl_bench_rt")
+os.environ["DATABASE_URL"] = DB_URL
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")
+os.environ["CHANNEL_LAYER_PREFIX"] = "tlbench"
+os.environ["CACHE_KEY_PREFIX"] = "tlbench"
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
+os.environ.setdefault("DEBUG", "1")  # loopback only: ALLOWED_HOSTS 127.0.0.1, no TLS redirects
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+TEAMS = 10
+
+
+def pct(values, q):
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def setup(agents: int):
+    """Teams, agents (with session cookies), one api channel per team and a chat channel."""
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from channels_app.models import Channel
+    from conversations.models import Team
+    from helpdesk.models import User
+
+    teams = [Team.objects.get_or_create(name=f"Bench team {i}")[0] for i in range(TEAMS)]
+    cookies = []
+    for i in range(agents):
+        user, created = User.objects.get_or_create(username=f"bench-agent-{i}", defaults={"role": "agent"})
+        if created:
+            user.set_password(uuid.uuid4().hex)
+            user.save()
+        teams[i % TEAMS].members.add(user)
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        cookies.append(f"{settings.SESSION_COOKIE_NAME}={session.session_key}")
+    api = []
+    for i, team in enumerate(teams):
+        ch, _ = Channel.objects.get_or_create(kind="api", name=f"bench api {i}", defaults={"team": team})
+        api.append(ch.pk)
+    chat, _ = Channel.objects.get_or_create(kind="chat", name="bench chat", defaults={"team": teams[0]})
+    chat.settings = {"rate_limit": 100}
+    chat.save()
+    return cookies, api, str(chat.uuid)
+
+
+def ingest_worker(channel_ids, rate: float, seconds: float, start_at: float, out):
+    """A separate process: ingest `rate` messages per second for `seconds`."""
+    import django
+
+    django.setup()
+    from django.db import close_old_connections
+
+    from channels_app.models import Channel
+    from conversations import services
+    from conversations.inbound import InboundMessage
+
+    channels = list(Channel.objects.filter(pk__in=channel_ids))
+    while time.time() < start_at:
+        time.sleep(0.01)
+    n, t0 = 0, time.perf_counter()
+    total = int(rate * seconds)
+    late = 0
+    run = uuid.uuid4().hex[:6]
+    while n < total:
+        due = t0 + n / rate
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        elif now - due > 0.5:
+            late += 1
+        ch = channels[n % len(channels)]
+        services.ingest(InboundMessage(channel=ch, external_id=f"bench-{run}-{n}",
+                                       identities=[("email", f"c{random.randint(0, 999)}@bench.example")],
+                                       text=f"bench {n}"))
+        n += 1
+        if n % 500 == 0:
+            close_old_connections()
+    out.put({"sent": n, "elapsed": time.perf_counter() - t0, "late": late})
+
+
+def start_server(port: int, log):
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run_clients(bases, cookies, chat_uuid, visitors, visitor_rate, seconds, start_at, results):
+    import websockets
+
+    ingest_lat, visitor_lat = [], []
+    ready = []
+
+    async def agent(i, cookie):
+        base = bases[i % len(bases)]
+        async with websockets.connect(base.replace("http", "ws") + "/ws/agent/", origin=base,
+                                      additional_headers={"Cookie": cookie}, max_queue=None,
+                                      open_timeout=60) as ws:
+            ready.append(1)
+            async for raw in ws:
+                now = time.time()
+                frame = json.loads(raw)
+                if frame.get("event") not in ("message.created", "conversation.created"):
+                    continue
+                msg = frame["message"]
+                if msg["channel"] == "api":
+                    ingest_lat.append(now - datetime.fromisoformat(frame["at"]).timestamp())
+                elif msg["channel"] == "chat" and msg["text"].startswith("v "):
+                    visitor_lat.append(now - float(msg["text"].split()[1]))
+
+    async def visitor(i):
+        base = bases[i % len(bases)]
+        async with websockets.connect(f"{base.replace('http', 'ws')}/ws/widget/{chat_uuid}/", origin=base,
+                                      open_timeout=60) as ws:
+            await ws.send(json.dumps({"type": "hello", "token": None}))
+            ready.append(1)
+            # each visitor sends every visitors/visitor_rate seconds, staggered
+            period = visitors / visitor_rate if visitor_rate else None
+            reader = asyncio.create_task(_drain(ws))
+            if period:
+                await asyncio.sleep(max(0, start_at - time.time()) + random.random() * period)
+                end = start_at + seconds
+                n = 0
+                while time.time() < end:
+                    await ws.send(json.dumps({"type": "message", "client_id": f"b{n}", "text": f"v {time.time()}"}))
+                    n += 1
+                    await asyncio.sleep(period)
+            await asyncio.sleep(max(0, start_at + seconds + 3 - time.time()))
+            reader.cancel()
+
+    async def _drain(ws):
+        async for _ in ws:
+            pass
+
+    tasks = []
+    for i, cookie in enumerate(cookies):
+        tasks.append(asyncio.create_task(agent(i, cookie)))
+        if i % 20 == 19:
+            await asyncio.sleep(0.05)
+    for i in range(visitors):
+        tasks.append(asyncio.create_task(visitor(i)))
+        if i % 20 == 19:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(max(0, start_at + seconds + 4 - time.time()))
+    results["connected"] = len(ready)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    results["ingest"] = ingest_lat
+    results["visitor"] = visitor_lat
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--visitors", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=200.0, help="ingested messages per second")
+    parser.add_argument("--visitor-rate", type=float, default=20.0, help="visitor messages per second (all visitors)")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_db", ROOT / "bench" / "_db.py")
+    bench_db = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_db)
+    ensure_database = bench_db.ensure_database
+
+    ensure_database(DB_URL)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    cookies, api_ids, chat_uuid = setup(args.agents)
+    from django.db import connections
+
+    connections.close_all()
+
+    logs = [open(ROOT / "var" / f"bench-rt-{n}.log", "wb") for n in (0, 1)]
+    ports = [free_port(), free_port()]
+    servers = [start_server(p, log) for p, log in zip(ports, logs)]
+    bases = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        import httpx
+
+        for base in bases:
+            for _ in range(200):
+                try:
+                    httpx.get(base + "/healthz", timeout=2)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+        start_at = time.time() + 8 + (args.agents + args.visitors) / 100  # connect everyone first
+        out = multiprocessing.get_context("spawn").Queue()
+        worker = multiprocessing.get_context("spawn").Process(
+            target=ingest_worker, args=(api_ids, args.rate, args.seconds, start_at, out))
+        worker.start()
+        results = {}
+        asyncio.run(run_clients(bases, cookies, chat_uuid, args.visitors, args.visitor_rate, args.seconds,
+                                start_at, results))
+        stats = out.get(timeout=120)
+        worker.join(30)
+    finally:
+        for s in servers:
+            s.terminate()
+        for s in servers:
+            s.wait(10)
+        try:
+            import redis
+
+            redis.Redis.from_url(os.environ["REDIS_URL"]).delete("celery")  # tasks nobody consumed
+        except Exception:
+            pass
+
+    ing, vis = results.get("ingest", []), results.get("visitor", [])
+    print(f"two uvicorn processes, Redis pub/sub layer, PostgreSQL; {args.agents} agent + {args.visitors} visitor "
+          f"sockets ({results.get('connected')} connected), {TEAMS} teams")
+    print(f"ingested {stats['sent']} messages in {stats['elapsed']:.1f}s = {stats['sent'] / stats['elapsed']:.0f}/s "
+          f"(target {args.rate:.0f}/s, {stats['late']} more than 0.5 s behind schedule)")
+    print(f"ingest commit -> agent socket: {len(ing)} deliveries, p50 {pct(ing, .5) * 1000:.1f} ms, "
+          f"p99 {pct(ing, .99) * 1000:.1f} ms, max {max(ing or [0]) * 1000:.1f} ms")
+    print(f"visitor message -> agent socket: {len(vis)} deliveries, p50 {pct(vis, .5) * 1000:.1f} ms, "
+          f"p99 {pct(vis, .99) * 1000:.1f} ms, max {max(vis or [0]) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
