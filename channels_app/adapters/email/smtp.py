@@ -16,11 +16,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiosmtpd.smtp import SMTP
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 
 from . import parser
 
 log = logging.getLogger(__name__)
+
+
+def close_broken_connections() -> None:
+    """The listener's worker threads keep their database connection between
+    messages (connecting per message is slow); one that failed is replaced."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and (conn.errors_occurred or conn.in_atomic_block):
+            if conn.in_atomic_block or not conn.is_usable():
+                conn.close()
+            else:
+                conn.errors_occurred = False
 # aiosmtpd logs every SMTP command at INFO: keep that out of the logs unless configured
 if logging.getLogger("mail.log").level == logging.NOTSET:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -48,7 +59,7 @@ def store_and_process(data: bytes, rcpt_tos: list[str], *, mail_from: str = "", 
 
     from .adapter import process_envelope as envelope_process
 
-    close_old_connections()
+    close_broken_connections()
     try:
         by_channel: dict[int, tuple[object, list[str]]] = {}
         for rcpt in rcpt_tos:
@@ -68,7 +79,7 @@ def store_and_process(data: bytes, rcpt_tos: list[str], *, mail_from: str = "", 
                 log.exception("email envelope %s stored but processing failed; kept for replay", envelope.pk)
         return [e.pk for e in stored]
     finally:
-        close_old_connections()
+        close_broken_connections()
 
 
 class ThreadlineHandler:
@@ -81,7 +92,7 @@ class ThreadlineHandler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         def lookup():
-            close_old_connections()
+            close_broken_connections()
             return channel_for_recipient(address) is not None
 
         try:
@@ -158,6 +169,19 @@ class Listener:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
+        # close each worker thread's database connection: one task per thread, held at a barrier
+        workers = self.executor._max_workers
+        barrier = threading.Barrier(workers)
+
+        def close_in_thread():
+            try:
+                barrier.wait(5)
+            except threading.BrokenBarrierError:
+                pass
+            connections.close_all()
+
+        for future in [self.executor.submit(close_in_thread) for _ in range(workers)]:
+            future.result()
         self.executor.shutdown(wait=True)
 
 
