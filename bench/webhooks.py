@@ -113,7 +113,10 @@ def server_env(port: int) -> dict:
     env.update({
         "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "0",
         "SESSION_COOKIE_SECURE": "0", "CSRF_COOKIE_SECURE": "0", "SECURE_HSTS_SECONDS": "0",
-        "PUBLIC_URL": f"http://127.0.0.1:{port}", "CONN_MAX_AGE": os.environ.get("CONN_MAX_AGE", "600"),
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        # 0: under ASGI each request runs in its own thread, so persistent
+        # connections pile up (one per dead thread) until PostgreSQL refuses more
+        "CONN_MAX_AGE": os.environ.get("CONN_MAX_AGE", "0"),
         "PYTHONPATH": str(ROOT),
     })
     env.pop("PYTEST_VERSION", None)
