@@ -152,3 +152,40 @@ def test_store_failure_answers_451_so_the_sender_retries(listener, monkeypatch):
     with pytest.raises(smtplib.SMTPDataError) as exc:
         send(listener, first_mail())
     assert exc.value.smtp_code == 451
+
+
+def test_run_smtp_command_serves_and_stops_on_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from .conftest import free_port
+
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'cmd.sqlite3'}",
+           "SMTP_LISTENER_MAX_BYTES": "12345"}
+    env.pop("REDIS_URL", None)
+    proc = subprocess.Popen([sys.executable, "manage.py", "run_smtp", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "run_smtp did not start"
+                time.sleep(0.2)
+        with client:
+            code, _ = client.ehlo("test.example")
+            assert code == 250 and client.esmtp_features["size"] == "12345"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+    assert b"SMTP listener stopped" in out
