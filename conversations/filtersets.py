@@ -155,15 +155,20 @@ class ConversationFilter(django_filters.FilterSet):
         return search_filter(queryset, value)
 
     def filter_segment(self, queryset, name, value):
-        """Optional: metrics.segments.customer_ids(segment) (metrics engineer) narrows by
-        customer; without it the parameter is ignored."""
-        if not value:
+        """Customer segment (metrics.segments): a recency (new, active, at_risk,
+        inactive, former), a value (high, low) or both ("at_risk,high")."""
+        items = _values(value)
+        if not items:
             return queryset
         try:
             from metrics import segments
         except ImportError:
             return queryset
-        fn = getattr(segments, "customers_in_segment", None) or getattr(segments, "customer_ids", None)
-        if fn is None:
-            return queryset
-        return queryset.filter(customer_id__in=fn(value))
+        from customers.models import Customer
+
+        recency = next((i for i in items if i in getattr(segments, "RECENCY_LABELS", {})), None)
+        worth = next((i for i in items if i in getattr(segments, "VALUE_LABELS", {})), None)
+        if not recency and not worth:
+            return queryset.none()
+        customers = segments.filter_customers(Customer.objects.all(), recency=recency, value=worth)
+        return queryset.filter(customer_id__in=customers.values("pk"))

@@ -296,22 +296,36 @@ def mark_unread(rows: list, user) -> None:
 
 
 def sla_due(rows: list) -> None:
-    """Hook for the metrics engineer: if metrics.sla.due_times(conversations) exists and
-    returns {conversation_id: datetime}, rows get .sla_due; otherwise None (the list
-    then shows the waiting time only)."""
-    due: dict = {}
-    try:
-        from metrics import sla  # type: ignore
-    except ImportError:
-        sla = None
-    fn = getattr(sla, "due_times", None) if sla else None
-    if fn and rows:
-        try:
-            due = fn(rows) or {}
-        except Exception:  # a broken hook must not break the inbox
-            due = {}
+    """SLA timers from the metrics engine (metrics.sla.due_times), if installed.
+
+    Sets row.sla_due (the nearest due time: first response, else resolution),
+    row.sla_breached and row.sla_warning; two queries per page (policies and
+    business hours), none per row. Without the engine rows only show waiting time."""
     for row in rows:
-        row.sla_due = due.get(row.pk)
+        row.sla_due, row.sla_breached, row.sla_warning = None, False, False
+    if not rows:
+        return
+    try:
+        from metrics import sla
+        from metrics.businesshours import schedules as load_schedules
+        from metrics.models import SlaPolicy
+    except ImportError:
+        return
+    try:
+        policies = {p.priority: p for p in SlaPolicy.objects.filter(active=True)}
+        if not policies:
+            return
+        schedules = load_schedules()
+        now = timezone.now()
+        for row in rows:
+            timers = sla.due_times(row, now=now, policies=policies, schedules=schedules)
+            row.sla_due = timers.get("first_response_due") or timers.get("resolution_due")
+            row.sla_breached = bool(timers.get("first_response_breached") or timers.get("resolution_breached"))
+            row.sla_warning = bool(timers.get("warning"))
+    except Exception:  # a broken SLA engine must not break the inbox
+        import logging
+
+        logging.getLogger(__name__).exception("SLA timers failed")
 
 
 # --------------------------------------------------------------------------- conversation

@@ -118,7 +118,7 @@ def inbox(request):
     context.update({
         "teams": Team.objects.all(), "agents": User.objects.filter(is_active=True).order_by("username"),
         "tags": Tag.objects.all()[:200], "statuses": Status.choices, "priorities": Priority.choices,
-        "channel_kinds": _channel_kinds(), "params": params,
+        "channel_kinds": _channel_kinds(), "params": params, "segments": _segment_choices(),
     })
     return render(request, "conversations/inbox.html", context, status=200 if page else 400)
 
@@ -127,6 +127,14 @@ def _channel_kinds():
     from channels_app.models import ChannelKind
 
     return ChannelKind.choices
+
+
+def _segment_choices() -> list[tuple[str, str]]:
+    try:
+        from metrics import segments
+    except ImportError:
+        return []
+    return [*getattr(segments, "RECENCY_LABELS", {}).items(), *getattr(segments, "VALUE_LABELS", {}).items()]
 
 
 def _chrome(request, view: str = "") -> dict:

@@ -36,7 +36,7 @@ def _get_customer(request, pk: int) -> Customer:
     return customer
 
 
-def segment_of(customer) -> str | None:
+def segment_of(customer):
     """metrics.segments.segment_for(customer) if the metrics engineer provides it."""
     try:
         from metrics import segments  # type: ignore
@@ -46,10 +46,9 @@ def segment_of(customer) -> str | None:
     if fn is None:
         return None
     try:
-        value = fn(customer)
+        return fn(customer)
     except Exception:
         return None
-    return getattr(value, "name", None) or (str(value) if value else None)
 
 
 def csat_history(customer, limit: int = 10) -> list:

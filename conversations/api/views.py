@@ -18,12 +18,12 @@ from rest_framework.response import Response
 
 from channels_app.models import Channel
 from conversations import services
-from conversations.filtersets import ConversationFilter
 from conversations.inbound import InboundAttachment
 from conversations.models import Attachment, Conversation, Message
 from helpdesk.api.idempotency import idempotent
 from helpdesk.api.pagination import ConversationCursorPagination, MessageCursorPagination
 
+from .filters import ApiConversationFilter
 from .serializers import (
     AssignSerializer,
     AttachmentSerializer,
@@ -82,7 +82,7 @@ def _attachments(items) -> list[InboundAttachment]:
 class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
                           viewsets.GenericViewSet):
     serializer_class = ConversationSerializer
-    filterset_class = ConversationFilter
+    filterset_class = ApiConversationFilter
     pagination_class = ConversationCursorPagination
     ordering_fields = ["created_at", "updated_at", "id"]
 

@@ -10,10 +10,33 @@ from django.utils.translation import gettext as _
 
 register = template.Library()
 
+# text glyphs: they render with any font (no emoji font needed offline)
 GLYPHS = {
-    "email": "✉", "chat": "💬", "whatsapp": "WA", "messenger": "FB", "instagram": "IG", "telegram": "TG",
-    "twitter": "X", "sms": "SMS", "phone": "☎", "webform": "📝", "api": "API",
+    "email": "@", "chat": "CH", "whatsapp": "WA", "messenger": "FB", "instagram": "IG", "telegram": "TG",
+    "twitter": "X", "sms": "SMS", "phone": "☎", "webform": "WEB", "api": "API",
 }
+
+ICONS = {
+    "clock": '<svg class="ico" viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="6.5" fill="none" '
+             'stroke="currentColor" stroke-width="1.6"/><path d="M8 4v4l2.5 1.5" fill="none" stroke="currentColor" '
+             'stroke-width="1.6" stroke-linecap="round"/></svg>',
+    "bell": '<svg class="ico" viewBox="0 0 16 16" aria-hidden="true"><path d="M8 1.5a4.5 4.5 0 0 0-4.5 4.5v3L2 11.5h12'
+            'L12.5 9V6A4.5 4.5 0 0 0 8 1.5zM6.5 13a1.5 1.5 0 0 0 3 0" fill="none" stroke="currentColor" '
+            'stroke-width="1.5" stroke-linejoin="round"/></svg>',
+    "lock": '<svg class="ico" viewBox="0 0 16 16" aria-hidden="true"><rect x="3" y="7" width="10" height="7.5" rx="1.5" '
+            'fill="currentColor"/><path d="M5 7V5a3 3 0 0 1 6 0v2" fill="none" stroke="currentColor" '
+            'stroke-width="1.6"/></svg>',
+    "clip": '<svg class="ico" viewBox="0 0 16 16" aria-hidden="true"><path d="M11 5.5 6.2 10.3a1.5 1.5 0 0 0 2.1 2.1l5-5'
+            'a3 3 0 0 0-4.2-4.2l-5 5a4.5 4.5 0 0 0 6.4 6.4L14 11" fill="none" stroke="currentColor" '
+            'stroke-width="1.4" stroke-linecap="round"/></svg>',
+}
+
+
+@register.simple_tag
+def icon(name: str):
+    from django.utils.safestring import mark_safe
+
+    return mark_safe(ICONS.get(name, ""))
 
 
 def _kind_label(kind: str) -> str:

@@ -8,6 +8,13 @@
   function $(sel, root) { return (root || doc).querySelector(sel); }
   function $all(sel, root) { return Array.prototype.slice.call((root || doc).querySelectorAll(sel)); }
   function rt() { return window.ThreadlineRealtime || null; }
+  var T = { typing: "is typing a reply…", viewing: "is viewing", mention: "You were mentioned in a note.",
+            error: "Something went wrong. Please try again.", offline: "Network error: you seem to be offline.",
+            merge: "Merge these customers? This cannot be undone.", canned: "Could not load the canned response." };
+  try {
+    var i18n = doc.getElementById("inbox-i18n");
+    if (i18n) { var parsed = JSON.parse(i18n.textContent); for (var key in parsed) { if (parsed[key]) T[key] = parsed[key]; } }
+  } catch (err) { /* keep the English defaults */ }
   function say(text) { var el = $("#live-status"); if (el) { el.textContent = text; } }
   function typingTarget(el) {
     return el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName));
@@ -70,7 +77,7 @@
         btn.classList.add("copied");
       }
     } else if ((btn = t.closest("[data-confirm-merge]"))) {
-      if (!window.confirm(btn.getAttribute("data-confirm") || "Merge these customers? This cannot be undone.")) {
+      if (!window.confirm(T.merge)) {
         e.preventDefault();
       }
     } else {
@@ -110,7 +117,7 @@
         ta.focus();
         select.value = "";
       })
-      .catch(function () { say("Could not load the canned response."); });
+      .catch(function () { say(T.canned); });
   }
 
   function showShortcuts() {
@@ -197,7 +204,8 @@
     var now = Date.now();
     $all(".conv-list [data-since]").forEach(function (el) {
       var t = Date.parse(el.getAttribute("data-since"));
-      if (!isNaN(t)) el.textContent = "⏱ " + fmt(Math.max(0, Math.round((now - t) / 1000)));
+      var text = el.querySelector("[data-since-text]");
+      if (!isNaN(t) && text) text.textContent = fmt(Math.max(0, Math.round((now - t) / 1000)));
     });
   }
   setInterval(tick, 30000);
@@ -251,7 +259,7 @@
       var link = $(".notif");
       if (link) { var s = doc.createElement("span"); s.className = "count"; s.setAttribute("data-notif-count", ""); s.textContent = "1"; link.appendChild(s); }
     }
-    say("You were mentioned in a note.");
+    say(T.mention);
   });
   doc.addEventListener("threadline:presence", function (e) {
     var d = e.detail || {};
@@ -265,7 +273,7 @@
         var s = doc.createElement("span");
         s.className = "avatar sm";
         s.style.background = /^#[0-9a-fA-F]{3,8}$/.test(v.color || "") ? v.color : "#64748b";
-        s.title = (v.name || "") + " is viewing";
+        s.title = (v.name || "") + " " + T.viewing;
         s.textContent = v.initials || "?";
         box.appendChild(s);
       });
@@ -275,7 +283,7 @@
       var others = (d.typing || []).filter(function (t) { return t.id !== mine; });
       warn.hidden = others.length === 0;
       if (others.length) {
-        warn.textContent = others.map(function (t) { return t.name; }).join(", ") + " — is typing a reply…";
+        warn.textContent = others.map(function (t) { return t.name; }).join(", ") + " " + T.typing;
       }
     }
   });
@@ -319,15 +327,15 @@
   });
   doc.addEventListener("htmx:responseError", function (e) {
     var xhr = e.detail && e.detail.xhr;
-    say("Request failed" + (xhr ? " (" + xhr.status + ")" : "") + ". Reload the page and try again.");
+    say(T.error);
     var flash = doc.createElement("p");
     flash.className = "msg msg-error";
     flash.setAttribute("role", "alert");
-    flash.textContent = "Something went wrong" + (xhr ? " (" + xhr.status + ")" : "") + ". Please try again.";
+    flash.textContent = T.error + (xhr ? " (" + xhr.status + ")" : "");
     var main = $("#main");
     if (main) main.insertBefore(flash, main.firstChild);
   });
-  doc.addEventListener("htmx:sendError", function () { say("Network error: you seem to be offline."); });
+  doc.addEventListener("htmx:sendError", function () { say(T.offline); });
 
   function init() {
     composerKind();

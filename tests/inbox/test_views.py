@@ -321,3 +321,53 @@ def test_availability_toggle(client, personas):
     client.post(reverse("conversations:availability"), {"availability": "online", "next": "/"})
     personas.ana.refresh_from_db()
     assert personas.ana.availability == "online"
+
+
+def test_sla_timer_and_segment_shown_when_metrics_provide_them(client, personas, inbox_data):
+    from metrics.models import SlaPolicy
+
+    fields = {f.name for f in SlaPolicy._meta.get_fields()}
+    data = {"priority": "normal", "active": True, "first_response_seconds": 60}
+    if "name" in fields:
+        data["name"] = "Normal"
+    SlaPolicy.objects.create(**{k: v for k, v in data.items() if k in fields})
+    login(client, personas.ana)
+    body = client.get("/?view=unassigned&channel=whatsapp").content.decode()
+    assert "SLA breached" in body  # Kim wrote 30 minutes ago, target 1 minute
+    body = client.get(reverse("customers:detail", args=[inbox_data.customer.pk])).content.decode()
+    assert "seg-low" in body
+    assert client.get("/?view=unassigned&segment=new").status_code == 200
+    assert "Kim Lee" in client.get("/?view=unassigned&segment=new").content.decode()
+    assert "Kim Lee" not in client.get("/?view=unassigned&segment=former").content.decode()
+
+
+def test_shared_filterset_parameters(personas, inbox_data, rf):
+    """The API imports this FilterSet: every documented parameter exists and works."""
+    from conversations.filtersets import ConversationFilter
+
+    expected = {"status", "channel", "assignee", "team", "tag", "priority", "customer", "created_after",
+                "created_before", "updated_after", "updated_before", "q", "segment"}
+    assert expected <= set(ConversationFilter.base_filters)
+    request = rf.get("/")
+    request.user = personas.ana
+    qs = Conversation.objects.all()
+
+    def ids(**params):
+        f = ConversationFilter(params, queryset=qs, request=request)
+        assert f.is_valid(), f.errors
+        return set(f.qs.values_list("pk", flat=True))
+
+    conv, chat, tech = inbox_data.conv.pk, inbox_data.chat.pk, inbox_data.tech.pk
+    assert ids(channel="chat") == {chat}
+    assert ids(channel="chat,email") == {chat, conv}
+    assert ids(team=str(personas.tech.pk)) == {tech}
+    assert ids(assignee="none") == {conv, chat, tech}
+    services.assign(conversation=inbox_data.chat, agent=personas.ana)
+    assert ids(assignee="me") == {chat}
+    assert ids(customer=str(inbox_data.customer.pk)) == {conv}
+    assert ids(created_after="2000-01-01", created_before="2999-01-01") == {conv, chat, tech}
+    assert ids(updated_after="2999-01-01") == set()
+    services.tag(conversation=inbox_data.conv, add=["vip"])
+    assert ids(tag="vip") == {conv}
+    assert ids(q="router") == {tech}
+    assert ids(status="open", priority="normal") == {conv, chat, tech}
