@@ -18,6 +18,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 
 from django.db import transaction
 from django.utils import timezone
@@ -99,6 +100,7 @@ def poll_channel(channel, *, max_messages: int = 500, max_reconnects: int = 3) -
                 ImapCursor.objects.filter(pk=cursor.pk).update(last_polled_at=timezone.now(),
                                                                last_error=f"{type(exc).__name__}: {exc}"[:2000])
                 return stored
+            time.sleep(min(0.25 * 2 ** attempts, 5))  # a short backoff before reconnecting
             cursor.refresh_from_db()
         except (imaplib.IMAP4.error, ImapConfigError) as exc:
             stored = counter[0]
