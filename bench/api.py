@@ -26,12 +26,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# python puts this script's folder first on sys.path; bench/email.py would shadow the stdlib there
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tl_bench_api")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 
-import inbox as seeder  # noqa: E402  (bench/inbox.py: sets DATABASE_URL from BENCH_DATABASE_URL)
+import importlib.util  # noqa: E402
+
+# bench/inbox.py's seeder (it sets DATABASE_URL from BENCH_DATABASE_URL); loaded by path because
+# putting bench/ on sys.path would shadow stdlib modules (bench/email.py)
+_spec = importlib.util.spec_from_file_location("bench_inbox", ROOT / "bench" / "inbox.py")
+seeder = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(seeder)
 
 
 def free_port() -> int:
@@ -40,12 +47,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, workers: int) -> subprocess.Popen:
+def start_server(port: int, workers: int, interface: str = "asgi") -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": seeder.DB_URL, "REDIS_URL": REDIS_URL, "DEBUG": "0",
            "SECRET_KEY": "bench-only-key-0123456789abcdef0123456789abcdef", "ALLOWED_HOSTS": "127.0.0.1",
            "SECURE_SSL_REDIRECT": "0", "CONN_MAX_AGE": "600", "API_RATE_LIMIT": "100000000/min",
            "LOG_LEVEL": "WARNING", "CACHE_KEY_PREFIX": "tlbenchapi", "CHANNEL_LAYER_PREFIX": "tlbenchapi"}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
+    app = "helpdesk.asgi:application" if interface == "asgi" else "helpdesk.wsgi:application"
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--interface", interface, "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(workers), "--no-access-log",
                              "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
     import httpx
@@ -120,6 +128,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per scenario")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--interface", choices=["asgi", "wsgi", "both"], default="both",
+                        help="asgi: helpdesk.asgi as `manage.py serve` runs it (Django gives every request a "
+                             "fresh thread, so a fresh DB connection); wsgi: helpdesk.wsgi on uvicorn's "
+                             "thread pool (persistent connections), how an API-only node can be deployed")
     args = parser.parse_args()
 
     seeder.ensure_database()
@@ -174,16 +186,20 @@ def main() -> None:
          lambda r: ("POST", f"/api/v1/conversations/{conv_id(r)}/messages/",
                     {"text": "Benchmark reply", "channel": "api"})),
     ]
-    port = free_port()
-    proc = start_server(port, args.workers)
-    base = f"http://127.0.0.1:{port}"
     try:
-        # warm-up: connections, caches, plans
-        run_scenario("warm-up", base, admin_token, scenarios[0][2], args.clients, 3)
-        for name, token, make in scenarios:
-            run_scenario(name, base, token, make, args.clients, args.duration)
+        for interface in (["asgi", "wsgi"] if args.interface == "both" else [args.interface]):
+            port = free_port()
+            proc = start_server(port, args.workers, interface)
+            base = f"http://127.0.0.1:{port}"
+            print(f"--- uvicorn --interface {interface}, {args.workers} workers", flush=True)
+            try:
+                # warm-up: connections, caches, plans
+                run_scenario("warm-up", base, admin_token, scenarios[0][2], args.clients, 3)
+                for name, token, make in scenarios:
+                    run_scenario(name, base, token, make, args.clients, args.duration)
+            finally:
+                stop_server(proc)
     finally:
-        stop_server(proc)
         try:
             import redis
 

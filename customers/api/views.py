@@ -10,7 +10,8 @@ from rest_framework.response import Response
 
 from customers import services
 from customers.models import Customer, Order
-from helpdesk.api.errors import Conflict, ERROR_RESPONSES
+from helpdesk.api.errors import ERROR_RESPONSES, Conflict
+from helpdesk.api.filters import UTCIsoDateTimeFilter
 from helpdesk.api.permissions import ReadOnlyOrManager
 
 from .serializers import CustomerMergeSerializer, CustomerSerializer, CustomerUpdateSerializer, OrderSerializer
@@ -21,10 +22,10 @@ class CustomerFilter(django_filters.FilterSet):
     email = django_filters.CharFilter(method="filter_email")
     phone = django_filters.CharFilter(method="filter_phone")
     external_id = django_filters.CharFilter()
-    updated_after = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
-    updated_before = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="lt")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    updated_after = UTCIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_before = UTCIsoDateTimeFilter(field_name="updated_at", lookup_expr="lt")
+    created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Customer
@@ -125,8 +126,8 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
 
 
 class OrderFilter(django_filters.FilterSet):
-    placed_after = django_filters.IsoDateTimeFilter(field_name="placed_at", lookup_expr="gte")
-    placed_before = django_filters.IsoDateTimeFilter(field_name="placed_at", lookup_expr="lt")
+    placed_after = UTCIsoDateTimeFilter(field_name="placed_at", lookup_expr="gte")
+    placed_before = UTCIsoDateTimeFilter(field_name="placed_at", lookup_expr="lt")
 
     class Meta:
         model = Order

@@ -5,6 +5,8 @@ lists the fields it knows and only those the model has."""
 from __future__ import annotations
 
 import django_filters
+
+from helpdesk.api.filters import UTCIsoDateTimeFilter
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 
@@ -26,8 +28,8 @@ class SurveyResponseSerializer(serializers.ModelSerializer):
 
 
 class SurveyResponseFilter(django_filters.FilterSet):
-    answered_after = django_filters.IsoDateTimeFilter(field_name="answered_at", lookup_expr="gte")
-    answered_before = django_filters.IsoDateTimeFilter(field_name="answered_at", lookup_expr="lt")
+    answered_after = UTCIsoDateTimeFilter(field_name="answered_at", lookup_expr="gte")
+    answered_before = UTCIsoDateTimeFilter(field_name="answered_at", lookup_expr="lt")
     channel = django_filters.CharFilter(field_name="channel_kind")
 
     class Meta:

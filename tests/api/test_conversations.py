@@ -78,6 +78,15 @@ def test_filters_by_team_tag_customer_and_ranges(api, world, personas):
     assert ids(admin.get(URL, {"updated_after": cutoff})) == {world.billing.pk, world.tech.pk, world.loose.pk}
 
 
+def test_extreme_offsets_are_normalized_not_500(api, world):
+    # PostgreSQL refuses offsets beyond +-15:59; Python accepts up to +-23:59 (schemathesis found this)
+    admin = api("admin")
+    assert admin.get(URL, {"updated_after": "2000-01-01T00:00:00+16:59"}).status_code == 200
+    assert admin.get("/api/v1/customers/", {"created_before": "3653-12-28T20:36:53-17:02"}).status_code == 200
+    body = assert_error_shape(admin.get(URL, {"created_after": "0001-01-01T00:00:00+05:00"}), 400)
+    assert "created_after" in body["errors"]
+
+
 def test_invalid_filter_value_is_400(api, world):
     body = assert_error_shape(api("admin").get(f"{URL}?status=bogus"), 400)
     assert "status" in body["errors"]
