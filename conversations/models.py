@@ -111,6 +111,9 @@ class Conversation(models.Model):
             models.Index(fields=["team", "status", "-last_message_at"], name="conv_team_status_activity"),
             models.Index(fields=["assignee", "status", "-last_message_at"], name="conv_assignee_status_activity"),
             models.Index(fields=["status", "waiting_since"], name="conv_status_waiting"),
+            # inbox "longest waiting" keyset walk (issue 6): only waiting rows, small
+            models.Index(fields=["waiting_since", "id"], name="conv_waiting_keyset",
+                         condition=models.Q(waiting_since__isnull=False)),
             models.Index(fields=["-last_message_at", "-id"], name="conv_activity"),
             models.Index(fields=["created_at"]),
             models.Index(fields=["updated_at"]),

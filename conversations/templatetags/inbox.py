@@ -39,10 +39,20 @@ def icon(name: str):
     return mark_safe(ICONS.get(name, ""))
 
 
+_LABELS: dict[str, dict[str, str]] = {}
+
+
 def _kind_label(kind: str) -> str:
+    """Channel kind label in the active language (cached per language: lists call this a lot)."""
+    from django.utils.translation import get_language
+
     from channels_app.models import ChannelKind
 
-    return str(dict(ChannelKind.choices).get(kind, kind or _("unknown")))
+    lang = get_language() or ""
+    labels = _LABELS.get(lang)
+    if labels is None:
+        labels = _LABELS[lang] = {value: str(label) for value, label in ChannelKind.choices}
+    return labels.get(kind) or kind or _("unknown")
 
 
 @register.filter
@@ -52,9 +62,12 @@ def channel_label(kind: str) -> str:
 
 @register.simple_tag
 def channel_badge(kind: str):
-    label = _kind_label(kind)
-    return format_html('<span class="ch ch-{}" title="{}" aria-label="{}">{}</span>', kind or "none", label, label,
-                       GLYPHS.get(kind, "•"))
+    from django.utils.html import escape
+    from django.utils.safestring import mark_safe
+
+    label = escape(_kind_label(kind))
+    return mark_safe(f'<span class="ch ch-{escape(kind or "none")}" title="{label}" aria-label="{label}">'
+                     f'{GLYPHS.get(kind, "•")}</span>')
 
 
 @register.filter
@@ -156,3 +169,96 @@ def previewable(attachment) -> bool:
     from conversations.views import INLINE_TYPES
 
     return attachment.content_type in INLINE_TYPES
+
+
+# --------------------------------------------------------------------------- timeline
+# The timeline is the hottest template (hundreds of items): it is built with
+# format_html here, about ten times faster than the equivalent template loop.
+# Every value is escaped by format_html; body_html was sanitized by nh3 on ingest.
+
+def _when(moment) -> str:
+    from django.utils.formats import date_format
+    from django.utils.timezone import localtime
+
+    return date_format(localtime(moment), "SHORT_DATETIME_FORMAT")
+
+
+def _event_html(e) -> str:
+    return format_html('<li class="sys ev-{}"><span>{}</span> <time datetime="{}">{}</time></li>',
+                       e.kind, event_text(e), e.at.isoformat(), _when(e.at))
+
+
+def _message_html(m, labels) -> str:
+    from django.template.defaultfilters import filesizeformat, linebreaksbr
+    from django.urls import reverse
+    from django.utils.html import conditional_escape
+    from django.utils.safestring import mark_safe
+
+    meta = m.meta or {}
+    parts = []
+    if m.direction == "note":
+        head = format_html('<span class="note-badge">{} {}</span>', mark_safe(ICONS["lock"]), labels["note"])
+    else:
+        head = channel_badge(m.channel_kind)
+    parts.append(head)
+    parts.append(format_html("<strong>{}</strong>", m.author_name or labels["unknown"]))
+    if m.automated:
+        parts.append(format_html('<span class="muted">({})</span>', labels["automated"]))
+    parts.append(format_html('<time datetime="{}">{}</time>', m.created_at.isoformat(), _when(m.created_at)))
+    if m.direction == "outbound":
+        parts.append(format_html('<span class="delivery ds-{}" data-delivery>{}</span>', m.delivery_status,
+                                 m.get_delivery_status_display()))
+    html = [format_html('<li class="msg-item dir-{}{}" id="m{}" data-message-id="{}"><div class="msg-head">{}</div>',
+                        m.direction, " automated" if m.automated else "", m.pk, m.pk, mark_safe(" ".join(parts)))]
+    if m.delivery_status == "failed":
+        html.append(format_html('<p class="delivery-error" role="alert">{} {}</p>', labels["failed"],
+                                m.delivery_error or labels["unknown_error"]))
+    call = meta.get("call")
+    if isinstance(call, dict):
+        html.append(format_html('<p class="call muted">☎ {} · {} s · {}</p>', call.get("direction", ""),
+                                call.get("duration", ""), call.get("outcome", "")))
+    if m.body_html:
+        quoted = bool(meta.get("html_quoted"))
+        html.append(format_html('<div class="body html{}" data-html-body>{}</div>',
+                                " has-quote folded" if quoted else "", mark_safe(m.body_html)))
+        if "data-remote-src" in m.body_html:
+            html.append(format_html('<button type="button" class="link small" data-load-remote>{}</button>',
+                                    labels["remote"]))
+        if quoted:
+            html.append(format_html('<button type="button" class="link small" data-toggle-quote '
+                                    'aria-expanded="false">{}</button>', labels["quoted"]))
+    else:
+        main, rest = quoted_split(m)
+        html.append(format_html('<div class="body text">{}</div>', linebreaksbr(main, autoescape=True)))
+        if rest:
+            html.append(format_html('<details class="quoted"><summary>{}</summary><div class="body text">{}</div>'
+                                    '</details>', labels["quoted"], linebreaksbr(rest, autoescape=True)))
+    for note in meta.get("notes") or []:
+        html.append(format_html('<p class="muted small">⚠ {}</p>', note))
+    atts = list(m.attachments.all())
+    if atts:
+        items = []
+        for a in atts:
+            download = reverse("conversations:attachment", args=[a.pk])
+            preview = ""
+            if previewable(a):
+                preview = format_html('<a href="{}"><img src="{}" alt="{}" loading="lazy"></a>', download,
+                                      reverse("conversations:attachment_inline", args=[a.pk]), a.filename)
+            items.append(format_html('<li>{}<a href="{}" download>{}</a> <span class="muted">{}</span></li>',
+                                     preview, download, a.filename, filesizeformat(a.size)))
+        html.append(format_html('<ul class="attachments" role="list">{}</ul>', mark_safe("".join(items))))
+    html.append(mark_safe("</li>"))
+    return conditional_escape(mark_safe("".join(html)))
+
+
+@register.simple_tag
+def timeline_items(items):
+    from django.utils.safestring import mark_safe
+
+    labels = {
+        "note": _("Internal note"), "unknown": _("Unknown"), "automated": _("automated"),
+        "failed": _("Not delivered:"), "unknown_error": _("unknown error"), "remote": _("Load remote images"),
+        "quoted": _("Show quoted history"),
+    }
+    out = [_event_html(i.obj) if i.kind == "event" else _message_html(i.obj, labels) for i in items]
+    return mark_safe("\n".join(out))
