@@ -347,3 +347,21 @@ def test_lost_queue_task_is_picked_up_by_the_periodic_sweep(client, sms_channel,
     assert tasks.process_stale_pending() == 1
     env.refresh_from_db()
     assert env.status == EnvelopeStatus.PROCESSED and Message.objects.count() == 1
+
+
+def test_whatsapp_template_is_sent_as_content_sid(client, sms_channel, personas):
+    conv = _conversation_from_sms(client, sms_channel, "sms/inbound_whatsapp.json")
+    with FakeProvider() as fake:
+        fake.respond(201, fixture("sms/send_success.json"))
+        sms_channel.settings["api_base"] = fake.url
+        sms_channel.save()
+        msg = services.reply(conversation=conv, author=personas.ana, body="(template: order update)",
+                             channel=sms_channel,
+                             meta={"template": {"content_sid": "HXb5b62575e6e4ff6129ad7c8efe1f983e",
+                                                "variables": {"1": "Kim", "2": "1042"}}})
+        assert deliver(msg.pk).status == "sent"
+    from urllib.parse import parse_qs
+    form = parse_qs(fake.requests[0].body.decode())
+    assert form["ContentSid"] == ["HXb5b62575e6e4ff6129ad7c8efe1f983e"] and "Body" not in form
+    import json
+    assert json.loads(form["ContentVariables"][0]) == {"1": "Kim", "2": "1042"}

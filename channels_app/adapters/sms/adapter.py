@@ -13,11 +13,15 @@ With a Celery broker the hook answers once the envelope is stored and the
 signature checked; a worker ingests it (channels_app.views, process_later).
 
 Outbound: POST {api_base}/2010-04-01/Accounts/{sid}/Messages.json with To,
-From (or MessagingServiceSid), Body and StatusCallback. A reply goes out as
+From (or MessagingServiceSid), Body and StatusCallback; attachments as MediaUrl
+(signed links Twilio fetches); a message whose meta has "template":
+{"content_sid": "HX...", "variables": {"1": "Kim"}} is sent as ContentSid and
+ContentVariables (WhatsApp outside the 24-hour window). A reply goes out as
 WhatsApp when the customer's latest message on this channel came by WhatsApp.
 """
 from __future__ import annotations
 
+import json
 import logging
 
 from django.core import signing
@@ -158,8 +162,15 @@ class SmsAdapter(Adapter):
         sender = channel.get("whatsapp_from") if whatsapp else None
         sender = sender or channel.get("from_number") or ""
         data = {"To": f"whatsapp:{to}" if whatsapp else to,
-                "Body": message.body_text or "",
                 "StatusCallback": twilio.public_webhook_url(channel)}
+        template = message.meta.get("template") if isinstance(message.meta.get("template"), dict) else None
+        if template and template.get("content_sid"):
+            # an approved Content template: the only thing WhatsApp accepts outside the 24-hour window
+            data["ContentSid"] = str(template["content_sid"])
+            if template.get("variables"):
+                data["ContentVariables"] = json.dumps({str(k): str(v) for k, v in template["variables"].items()})
+        else:
+            data["Body"] = message.body_text or ""
         if channel.get("messaging_service_sid") and not whatsapp:
             data["MessagingServiceSid"] = channel.get("messaging_service_sid")
         elif sender:
