@@ -371,3 +371,23 @@ def test_shared_filterset_parameters(personas, inbox_data, rf):
     assert ids(tag="vip") == {conv}
     assert ids(q="router") == {tech}
     assert ids(status="open", priority="normal") == {conv, chat, tech}
+
+
+def test_conversation_query_count_does_not_grow_with_messages(client, personas, inbox_data):
+    conv = inbox_data.conv
+    login(client, personas.ana)
+    url = reverse("conversations:conversation", args=[conv.pk])
+
+    def count():
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(url).status_code == 200
+        return len(ctx.captured_queries)
+
+    count()  # first visit creates the read marker
+    few = count()
+    for i in range(30):
+        services.add_note(conversation=conv, author=personas.ana, body=f"note {i}")
+    services.tag(conversation=conv, add=["x"])
+    many = count()
+    assert many == few, (few, many)
+    assert many <= 40
