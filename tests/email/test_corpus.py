@@ -183,3 +183,44 @@ def test_inline_image_served_only_to_agents_who_see_the_conversation(deliver_raw
     assert resp.status_code == 200 and resp["Content-Type"] == "image/png"
     client.force_login(personas.bob)  # tech team: not his conversation
     assert client.get(url).status_code == 404
+
+
+def test_large_attachment_is_decoded_from_the_raw_bytes(deliver_raw, monkeypatch):
+    """Big base64 parts skip the email package (memory): the result is byte-exact."""
+    import os
+    from email.message import EmailMessage
+
+    from channels_app.adapters.email import parser
+
+    monkeypatch.setattr(parser, "LIFT_MIN_BYTES", 4096)
+    blob = os.urandom(300_000)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "a@example.org", "support@acme.test", "scan", "<big@x>"
+    msg.set_content("see attached")
+    msg.add_attachment(blob, maintype="application", subtype="octet-stream", filename="scan.bin")
+    raw = msg.as_bytes()
+    skeleton, regions = parser._lift_big_parts(raw)
+    assert len(regions) == 1 and len(skeleton) < 2000
+    stored = _ingest_raw(deliver_raw, raw)
+    att = stored.attachments.get()
+    assert att.filename == "scan.bin" and att.file.read() == blob
+    assert stored.body_text.strip() == "see attached"
+
+
+def test_large_base64_text_body_falls_back_to_a_full_parse(deliver_raw, monkeypatch):
+    from email.message import EmailMessage
+
+    from channels_app.adapters.email import parser
+
+    monkeypatch.setattr(parser, "LIFT_MIN_BYTES", 4096)
+    text = "ünïcode line of a long text body\n" * 2000
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "a@example.org", "support@acme.test", "long", "<long@x>"
+    msg.set_content(text, cte="base64")
+    stored = _ingest_raw(deliver_raw, msg.as_bytes())
+    assert stored.body_text.replace("\r\n", "\n") == text
+
+
+def _ingest_raw(deliver_raw, raw: bytes) -> Message:
+    envelope, _ = deliver_raw(raw)
+    return Message.objects.get(pk=envelope.message_ids[0])

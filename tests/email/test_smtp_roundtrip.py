@@ -189,3 +189,16 @@ def test_run_smtp_command_serves_and_stops_on_sigterm(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()
     assert b"SMTP listener stopped" in out
+
+
+def test_large_mail_is_stored_in_chunks_byte_exact(listener, monkeypatch):
+    """On PostgreSQL a large body is appended in chunks (memory); the stored bytes are exact."""
+    from channels_app.adapters.email import adapter
+
+    monkeypatch.setattr(adapter, "STORE_CHUNK", 1000)
+    msg = first_mail()
+    msg.set_content("".join(f"line {n} of a longer message\n" for n in range(600)))
+    send(listener, msg)
+    env = InboundEnvelope.objects.get()
+    assert bytes(env.body) == msg.as_bytes(policy=policy.SMTP)
+    assert env.status == "processed"

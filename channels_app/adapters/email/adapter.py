@@ -313,3 +313,33 @@ def process_envelope(envelope):
         except Exception:
             log.exception("linking inline images of envelope %s failed", envelope.pk)
     return result
+
+
+# --------------------------------------------------------------------------- storing large mail
+
+STORE_CHUNK = 4 * 1024 * 1024
+
+
+def store_raw(*, channel, body: bytes, source: str, headers: dict, remote_addr: str | None = None):
+    """envelope_store for raw mail. On PostgreSQL a large message is written in
+    4 MB chunks (`body || chunk`) inside one transaction: escaping 25 MB of
+    bytea in one statement costs several times its size in memory."""
+    from django.db import connection, transaction
+
+    from channels_app.models import InboundEnvelope
+    from channels_app.services import envelope_store
+
+    if connection.vendor != "postgresql" or len(body) <= STORE_CHUNK:
+        return envelope_store(channel=channel, kind="email", body=body, source=source, headers=headers,
+                              remote_addr=remote_addr)
+    view = memoryview(body)
+    table = connection.ops.quote_name(InboundEnvelope._meta.db_table)
+    with transaction.atomic():
+        envelope = envelope_store(channel=channel, kind="email", body=b"", source=source, headers=headers,
+                                  remote_addr=remote_addr)
+        with connection.cursor() as cursor:
+            for start in range(0, len(body), STORE_CHUNK):
+                cursor.execute(f"UPDATE {table} SET body = body || %s WHERE id = %s",
+                               [view[start:start + STORE_CHUNK], envelope.pk])
+    envelope.body = body
+    return envelope

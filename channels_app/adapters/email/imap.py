@@ -112,7 +112,7 @@ def poll_channel(channel, *, max_messages: int = 500, max_reconnects: int = 3) -
 
 def _poll_once(channel, cursor, folder: str, budget: int, counter: list[int]) -> None:
     from channels_app.models import ImapCursor
-    from channels_app.services import envelope_store
+    from .adapter import store_raw
 
     from .adapter import process_envelope as envelope_process
 
@@ -140,9 +140,8 @@ def _poll_once(channel, cursor, folder: str, budget: int, counter: list[int]) ->
                     raw = item[1]
                     break
             if typ == "OK" and raw:
-                envelope = envelope_store(channel=channel, kind="email", body=raw, source="imap",
-                                          headers={"imap_folder": folder, "imap_uid": uid,
-                                                   "imap_uidvalidity": validity})
+                envelope = store_raw(channel=channel, body=raw, source="imap",
+                                     headers={"imap_folder": folder, "imap_uid": uid, "imap_uidvalidity": validity})
                 try:
                     with transaction.atomic():
                         envelope_process(envelope)

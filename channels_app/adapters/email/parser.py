@@ -7,7 +7,9 @@ whatever cannot be decoded is replaced, and the raw bytes stay in the
 """
 from __future__ import annotations
 
+import binascii
 import codecs
+import base64
 import hashlib
 import html as html_lib
 import logging
@@ -507,20 +509,85 @@ def parse_email(raw: bytes, channel, *, recipients: list[str] | None = None) -> 
             text=text[:200000], subject="", is_email_thread=True, meta={"parse_failed": True}))
 
 
+# --------------------------------------------------------------------------- large attachments
+
+LIFT_MIN_BYTES = 1024 * 1024
+_B64_LINE = re.compile(rb"[A-Za-z0-9+/]{40,}={0,2}\r?\n")
+_B64_TAIL = re.compile(rb"[A-Za-z0-9+/]{1,39}={0,2}\r?\n")  # the short last line of a part
+
+
+def _lift_big_parts(raw: bytes) -> tuple[bytes, dict[bytes, tuple[int, int]]]:
+    """Cut base64 runs over LIFT_MIN_BYTES out of the raw mail, leaving a tiny
+    placeholder part body, so the email package never holds a 25 MB attachment
+    as lines and strings. Returns (skeleton, {marker: (start, end) in raw})."""
+    if len(raw) < 2 * LIFT_MIN_BYTES:
+        return raw, {}
+    # runs of consecutive base64 lines (line by line: a repeated regex group would
+    # make the regex engine itself use several times the run's size)
+    runs, run_start, run_end = [], -1, -1
+    for match in _B64_LINE.finditer(raw):
+        if match.start() == run_end:
+            run_end = match.end()
+            continue
+        if run_end - run_start >= LIFT_MIN_BYTES:
+            runs.append((run_start, run_end))
+        run_start, run_end = match.start(), match.end()
+    if run_end - run_start >= LIFT_MIN_BYTES:
+        runs.append((run_start, run_end))
+    pieces, regions, pos = [], {}, 0
+    for start, end in runs:
+        tail = _B64_TAIL.match(raw, end)
+        if tail:
+            end = tail.end()
+        marker = b"\x00threadline-lifted-part-%d\x00" % len(regions)
+        eol = b"\r\n" if raw[end - 2:end] == b"\r\n" else b"\n"
+        pieces += [raw[pos:start], base64.b64encode(marker) + eol]
+        regions[marker] = (start, end)
+        pos = end
+    if not regions:
+        return raw, {}
+    pieces.append(raw[pos:])
+    return b"".join(pieces), regions
+
+
+def _restore_big_parts(raw: bytes, regions: dict, attachments: list[InboundAttachment]) -> bool:
+    """Decode the lifted runs straight from the raw bytes into their attachments.
+    False when a marker did not land in an attachment (then parse the whole mail)."""
+    found = {att.content: att for att in attachments if att.content in regions}
+    if len(found) != len(regions):
+        return False
+    view = memoryview(raw)
+    for marker, att in found.items():
+        start, end = regions[marker]
+        att.content = binascii.a2b_base64(view[start:end])
+    return True
+
+
 def _parse_email(raw: bytes, channel, *, recipients: list[str] | None = None) -> ParsedEmail:
+    skeleton, regions = _lift_big_parts(raw)
+    if regions:
+        result = _parse_email_bytes(skeleton, raw, channel, recipients=recipients)
+        if result.message is not None and _restore_big_parts(raw, regions, result.message.attachments):
+            return result
+    return _parse_email_bytes(raw, raw, channel, recipients=recipients)
+
+
+def _parse_email_bytes(data: bytes, raw: bytes, channel, *, recipients: list[str] | None = None) -> ParsedEmail:
+    """Parse `data` (the raw mail, or its skeleton without large attachments);
+    ids and fallbacks use the original `raw`."""
     try:
-        msg = parse_bytes(raw)
+        msg = parse_bytes(data)
     except Exception:  # practically unreachable: the parser is lenient
         log.exception("email parser failed; ingesting as plain text")
         msg = EmailMessage()
-        msg.set_payload(raw.decode("utf-8", "replace"))
+        msg.set_payload(data.decode("utf-8", "replace"))
     parts = _Parts()
     try:
         _walk(msg, parts)
     except Exception:
         log.exception("walking MIME parts failed; keeping what was decoded")
         if not parts.text and not parts.html:
-            parts.text.append(decode_bytes(raw.split(b"\r\n\r\n", 1)[-1].split(b"\n\n", 1)[-1], None))
+            parts.text.append(decode_bytes(data.split(b"\r\n\r\n", 1)[-1].split(b"\n\n", 1)[-1], None))
 
     auto_reason = is_auto_submitted(msg)
     bounce = parse_bounce(msg, parts) if auto_reason else None

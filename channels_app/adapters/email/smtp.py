@@ -55,7 +55,7 @@ def store_and_process(data: bytes, rcpt_tos: list[str], *, mail_from: str = "", 
                       helo: str = "") -> list[int]:
     """Store one envelope per receiving channel, then process each. Raises only
     if storing fails (the caller answers 451 so the sender retries)."""
-    from channels_app.services import envelope_store
+    from .adapter import store_raw
 
     from .adapter import process_envelope as envelope_process
 
@@ -68,9 +68,9 @@ def store_and_process(data: bytes, rcpt_tos: list[str], *, mail_from: str = "", 
                 by_channel.setdefault(channel.pk, (channel, []))[1].append(rcpt)
         stored = []
         for channel, rcpts in by_channel.values():
-            envelope = envelope_store(channel=channel, kind="email", body=data, source="smtp",
-                                      headers={"rcpt_to": rcpts, "mail_from": mail_from[:320], "helo": helo[:200]},
-                                      remote_addr=remote_addr)
+            envelope = store_raw(channel=channel, body=data, source="smtp",
+                                 headers={"rcpt_to": rcpts, "mail_from": mail_from[:320], "helo": helo[:200]},
+                                 remote_addr=remote_addr)
             stored.append(envelope)
         for envelope in stored:
             try:
