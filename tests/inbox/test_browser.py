@@ -183,3 +183,29 @@ def test_phone_layout_and_shortcut_help(browser_page, live_server, personas, inb
     expect(page.locator("#shortcuts")).to_be_visible()
     # no horizontal scrolling on a phone
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def test_live_updates_and_presence_from_the_realtime_contract(browser_page, live_server, personas, inbox_data):
+    """inbox.js reacts to the realtime layer's DOM events (threadline:<event>), whatever transport delivers them."""
+    page = browser_page
+    from playwright.sync_api import expect
+
+    from conversations import services
+
+    sign_in(page, live_server, "ana")
+    conv = inbox_data.conv
+    page.goto(live_server.url + f"/c/{conv.pk}/")
+    page.wait_for_selector(".conv-page")
+    page.evaluate("""id => document.dispatchEvent(new CustomEvent("threadline:presence", {detail: {
+        conversation: id, viewers: [{id: 999, name: "Bob", initials: "BB", color: "#16a34a"}],
+        typing: [{id: 999, name: "Bob", initials: "BB", color: "#16a34a"}]}}))""", conv.pk)
+    expect(page.locator("[data-presence] .avatar")).to_have_text("BB")
+    expect(page.locator("[data-typing-warning]")).to_be_visible()
+    expect(page.locator("[data-typing-warning]")).to_contain_text("Bob")
+    # a message arrives: the timeline reloads without a full page load
+    services.add_note(conversation=conv, author=personas.manager, body="Approved by finance")
+    page.evaluate("""id => { window.__marker = 1; document.dispatchEvent(new CustomEvent("threadline:message.created",
+        {detail: {conversation: {id: id}, message: {id: 1}}})); }""", conv.pk)
+    expect(page.locator(".timeline")).to_contain_text("Approved by finance")
+    assert page.evaluate("window.__marker") == 1  # same document: no reload
+    assert not page.js_errors, page.js_errors

@@ -391,3 +391,29 @@ def test_conversation_query_count_does_not_grow_with_messages(client, personas, 
     many = count()
     assert many == few, (few, many)
     assert many <= 40
+
+
+def test_bulk_assign_tag_priority(client, personas, inbox_data):
+    login(client, personas.ana)
+    ids = [inbox_data.conv.pk, inbox_data.chat.pk]
+    client.post(reverse("conversations:bulk"), {"action": "assign", "agent": "me", "ids": ids})
+    client.post(reverse("conversations:bulk"), {"action": "priority", "priority": "high", "ids": ids})
+    client.post(reverse("conversations:bulk"), {"action": "tag", "add": "billing-q", "ids": ids})
+    for conv in Conversation.objects.filter(pk__in=ids):
+        assert conv.assignee == personas.ana and conv.priority == "high"
+        assert list(conv.tags.values_list("name", flat=True)) == ["billing-q"]
+    r = client.post(reverse("conversations:bulk"), {"action": "priority", "priority": "bogus", "ids": ids}, follow=True)
+    assert "Unknown priority" in r.content.decode()
+
+
+def test_reply_with_attachment(client, personas, inbox_data):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    login(client, personas.ana)
+    upload = SimpleUploadedFile("invoice.pdf", b"%PDF-1.4 test", content_type="application/pdf")
+    client.post(reverse("conversations:reply", args=[inbox_data.conv.pk]),
+                {"kind": "reply", "body": "Here is the invoice", "attachments": [upload]})
+    msg = Message.objects.get(conversation=inbox_data.conv, direction="outbound")
+    assert [a.filename for a in msg.attachments.all()] == ["invoice.pdf"]
+    body = client.get(reverse("conversations:conversation", args=[inbox_data.conv.pk])).content.decode()
+    assert "invoice.pdf" in body
