@@ -227,7 +227,11 @@ class EmailAdapter(Adapter):
             connection = get_connection(backend, fail_silently=False)
         except Exception as exc:
             raise TransportError(f"Email backend misconfigured: {exc}", permanent=True) from exc
-        mail = self.build(message, connection=connection)
+        from django.utils import translation
+
+        # customer-facing words (subject fallback, "via") in the customer's language
+        with translation.override(getattr(message.conversation.customer, "language", "") or None):
+            mail = self.build(message, connection=connection)
         own_id = mail.extra_headers["Message-ID"].strip("<>")
         try:
             sent = mail.send(fail_silently=False)
