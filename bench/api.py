@@ -53,7 +53,8 @@ def start_server(port: int, workers: int, interface: str = "asgi") -> subprocess
            "SECURE_SSL_REDIRECT": "0", "CONN_MAX_AGE": "600", "API_RATE_LIMIT": "100000000/min",
            "LOG_LEVEL": "WARNING", "CACHE_KEY_PREFIX": "tlbenchapi", "CHANNEL_LAYER_PREFIX": "tlbenchapi"}
     app = "helpdesk.asgi:application" if interface == "asgi" else "helpdesk.wsgi:application"
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--interface", interface, "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--interface", "asgi3" if interface == "asgi" else "wsgi",
+                             "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(workers), "--no-access-log",
                              "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
     import httpx
