@@ -44,6 +44,7 @@ os.environ.setdefault("DEBUG", "1")  # loopback only: ALLOWED_HOSTS 127.0.0.1, n
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 TEAMS = 10
+VISITORS = 200
 
 
 def pct(values, q):
@@ -89,7 +90,11 @@ def setup(agents: int):
     chat, _ = Channel.objects.get_or_create(kind="chat", name="bench chat", defaults={"team": teams[0]})
     chat.settings = {"rate_limit": 100}
     chat.save()
-    return cookies, api, str(chat.uuid)
+    from channels_app.adapters.chat import tokens
+
+    # one signed token per visitor, as their browsers would keep (no per-IP new-token limit)
+    visitor_tokens = [tokens.make_token(chat, tokens.new_visitor_id()) for _ in range(VISITORS)]
+    return cookies, api, str(chat.uuid), visitor_tokens
 
 
 def ingest_worker(channel_ids, rate: float, seconds: float, start_at: float, out):
@@ -144,7 +149,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run_clients(bases, cookies, chat_uuid, visitors, visitor_rate, seconds, start_at, results):
+async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, seconds, start_at, results, done):
+    visitors = len(visitor_tokens)
     import websockets
 
     ingest_lat, visitor_lat = [], []
@@ -171,7 +177,7 @@ async def run_clients(bases, cookies, chat_uuid, visitors, visitor_rate, seconds
         base = bases[i % len(bases)]
         async with websockets.connect(f"{base.replace('http', 'ws')}/ws/widget/{chat_uuid}/", origin=base,
                                       open_timeout=60) as ws:
-            await ws.send(json.dumps({"type": "hello", "token": None}))
+            await ws.send(json.dumps({"type": "hello", "token": visitor_tokens[i]}))
             ready.append(1)
             # each visitor sends every visitors/visitor_rate seconds, staggered
             period = visitors / visitor_rate if visitor_rate else None
@@ -188,7 +194,10 @@ async def run_clients(bases, cookies, chat_uuid, visitors, visitor_rate, seconds
             reader.cancel()
 
     async def _drain(ws):
-        async for _ in ws:
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
             pass
 
     tasks = []
@@ -201,6 +210,9 @@ async def run_clients(bases, cookies, chat_uuid, visitors, visitor_rate, seconds
         if i % 20 == 19:
             await asyncio.sleep(0.05)
     await asyncio.sleep(max(0, start_at + seconds + 4 - time.time()))
+    while not done.is_set():  # ingest may lag behind schedule on a busy machine: wait for it
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2)
     results["connected"] = len(ready)
     for t in tasks:
         t.cancel()
@@ -216,6 +228,7 @@ def main():
     parser.add_argument("--rate", type=float, default=200.0, help="ingested messages per second")
     parser.add_argument("--visitor-rate", type=float, default=20.0, help="visitor messages per second (all visitors)")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--ingest-procs", type=int, default=4, help="processes sharing the ingest rate")
     args = parser.parse_args()
 
     import importlib.util
@@ -232,7 +245,9 @@ def main():
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
-    cookies, api_ids, chat_uuid = setup(args.agents)
+    global VISITORS
+    VISITORS = args.visitors
+    cookies, api_ids, chat_uuid, visitor_tokens = setup(args.agents)
     from django.db import connections
 
     connections.close_all()
@@ -252,15 +267,26 @@ def main():
                 except httpx.HTTPError:
                     time.sleep(0.2)
         start_at = time.time() + 8 + (args.agents + args.visitors) / 100  # connect everyone first
-        out = multiprocessing.get_context("spawn").Queue()
-        worker = multiprocessing.get_context("spawn").Process(
-            target=ingest_worker, args=(api_ids, args.rate, args.seconds, start_at, out))
-        worker.start()
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        workers = [ctx.Process(target=ingest_worker, args=(api_ids, args.rate / args.ingest_procs, args.seconds,
+                                                            start_at + i / args.rate, out))
+                   for i in range(args.ingest_procs)]
+        for w in workers:
+            w.start()
         results = {}
-        asyncio.run(run_clients(bases, cookies, chat_uuid, args.visitors, args.visitor_rate, args.seconds,
-                                start_at, results))
-        stats = out.get(timeout=120)
-        worker.join(30)
+        class Done:
+            @staticmethod
+            def is_set():
+                return not any(w.is_alive() for w in workers)
+
+        asyncio.run(run_clients(bases, cookies, chat_uuid, visitor_tokens, args.visitor_rate, args.seconds,
+                                start_at, results, Done))
+        parts = [out.get(timeout=300) for _ in workers]
+        stats = {"sent": sum(p["sent"] for p in parts), "elapsed": max(p["elapsed"] for p in parts),
+                 "late": sum(p["late"] for p in parts)}
+        for w in workers:
+            w.join(30)
     finally:
         for s in servers:
             s.terminate()

@@ -204,7 +204,9 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         for key in ("name", "email"):
             if isinstance(content.get(key), str) and content[key].strip():
                 body[key] = content[key].strip()[:320]
-        result = await database_sync_to_async(self._ingest)(body)
+        # not thread-sensitive: visitors' messages are ingested in parallel
+        # threads instead of queueing behind every other socket's DB work
+        result = await database_sync_to_async(self._ingest, thread_sensitive=False)(body)
         await self.send_json(result)
 
     def _ingest(self, body: dict) -> dict:
