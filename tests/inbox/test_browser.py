@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import shutil
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def sign_in(page, live_server, username: str) -> None:
     page.wait_for_selector(".inbox")
 
 
-def test_agent_day_in_the_browser(browser_page, live_server, personas, inbox_data):
+def test_agent_day_in_the_browser(personas, inbox_data, live_server, browser_page):
     page = browser_page
     from playwright.sync_api import expect
 
@@ -132,7 +133,7 @@ def test_agent_day_in_the_browser(browser_page, live_server, personas, inbox_dat
     assert not page.js_errors, page.js_errors
 
 
-def test_bulk_resolve_and_merge_customers(browser_page, live_server, personas, inbox_data):
+def test_bulk_resolve_and_merge_customers(personas, inbox_data, live_server, browser_page):
     page = browser_page
     from playwright.sync_api import expect
 
@@ -168,7 +169,7 @@ def test_bulk_resolve_and_merge_customers(browser_page, live_server, personas, i
     assert not page.js_errors, page.js_errors
 
 
-def test_phone_layout_and_shortcut_help(browser_page, live_server, personas, inbox_data):
+def test_phone_layout_and_shortcut_help(personas, inbox_data, live_server, browser_page):
     page = browser_page
     from playwright.sync_api import expect
 
@@ -185,7 +186,7 @@ def test_phone_layout_and_shortcut_help(browser_page, live_server, personas, inb
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
-def test_live_updates_and_presence_from_the_realtime_contract(browser_page, live_server, personas, inbox_data):
+def test_live_updates_and_presence_from_the_realtime_contract(personas, inbox_data, live_server, browser_page):
     """inbox.js reacts to the realtime layer's DOM events (threadline:<event>), whatever transport delivers them."""
     page = browser_page
     from playwright.sync_api import expect
@@ -203,7 +204,11 @@ def test_live_updates_and_presence_from_the_realtime_contract(browser_page, live
     expect(page.locator("[data-typing-warning]")).to_be_visible()
     expect(page.locator("[data-typing-warning]")).to_contain_text("Bob")
     # a message arrives: the timeline reloads without a full page load
-    services.add_note(conversation=conv, author=personas.manager, body="Approved by finance")
+    # outside Playwright's event-loop thread, as in the server (realtime publishes from sync code)
+    worker = threading.Thread(target=services.add_note, kwargs={
+        "conversation": conv, "author": personas.manager, "body": "Approved by finance"})
+    worker.start()
+    worker.join()
     page.evaluate("""id => { window.__marker = 1; document.dispatchEvent(new CustomEvent("threadline:message.created",
         {detail: {conversation: {id: id}, message: {id: 1}}})); }""", conv.pk)
     expect(page.locator(".timeline")).to_contain_text("Approved by finance")
