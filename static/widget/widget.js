@@ -23,7 +23,7 @@
       throttled: "You are sending messages too fast. Please wait a moment.", tooLong: "That message is too long.",
       tooBig: "That file is too large.", badType: "This type of file cannot be sent.", connecting: "Connecting…",
       csat: "How would you rate our support?", thanks: "Thank you for your feedback!", resolved: "This conversation was resolved.",
-      you: "You", unread: "new message", optional: "(optional)" },
+      you: "You", unread: "new message", optional: "(optional)", skip: "Skip" },
     de: { open: "Chat öffnen", close: "Chat schließen", send: "Senden", attach: "Datei anhängen", placeholder: "Ihre Nachricht…",
       label: "Nachricht", sending: "Wird gesendet…", sent: "Gesendet", delivered: "Zugestellt", read: "Gelesen", failed: "Nicht gesendet. Erneut versuchen",
       typing: "schreibt…", offline: "Wir sind offline", name: "Ihr Name", email: "Ihre E-Mail", start: "Chat starten",
@@ -31,7 +31,7 @@
       throttled: "Sie senden zu schnell. Bitte warten Sie kurz.", tooLong: "Die Nachricht ist zu lang.",
       tooBig: "Die Datei ist zu groß.", badType: "Dieser Dateityp kann nicht gesendet werden.", connecting: "Verbinde…",
       csat: "Wie bewerten Sie unseren Support?", thanks: "Danke für Ihr Feedback!", resolved: "Dieses Gespräch wurde abgeschlossen.",
-      you: "Sie", unread: "neue Nachricht", optional: "(optional)" }
+      you: "Sie", unread: "neue Nachricht", optional: "(optional)", skip: "Überspringen" }
   };
   var t = T[lang] || T.en;
 
@@ -89,6 +89,9 @@
   var prechatForm = buildPersonForm(t.prechat, t.start, function (name, email) {
     state.prechatDone = true; save("prechat", "1"); state.prechat = { name: name, email: email };
     prechatForm.hidden = true; composer.hidden = false; input.focus();
+  }, function () {
+    state.prechatDone = true; save("prechat", "1");
+    prechatForm.hidden = true; composer.hidden = false; input.focus();
   });
   var offlineForm = buildPersonForm("", t.save, function (name, email) {
     send({ type: "email", email: email, name: name });
@@ -101,7 +104,7 @@
   root.appendChild(panel);
   root.appendChild(launcher);
 
-  function buildPersonForm(intro, submitLabel, done) {
+  function buildPersonForm(intro, submitLabel, done, skip) {
     var uid = Math.random().toString(36).slice(2, 7);
     var name = el("input", { type: "text", id: "n" + uid, autocomplete: "name", maxlength: "200" });
     var email = el("input", { type: "email", id: "e" + uid, autocomplete: "email", required: "", maxlength: "320" });
@@ -113,8 +116,10 @@
       intro ? el("p", { text: intro }) : null,
       el("label", { "for": "n" + uid, text: t.name + " " + t.optional }), name,
       el("label", { "for": "e" + uid, text: t.email }), email,
-      el("button", { type: "submit", cls: "tl-primary", text: submitLabel })
+      el("button", { type: "submit", cls: "tl-primary", text: submitLabel }),
+      skip ? el("button", { type: "button", cls: "tl-skip", text: t.skip, onclick: skip }) : null
     ]);
+    form.skipButton = form.querySelector(".tl-skip");
     form.emailInput = email;
     return form;
   }
@@ -145,6 +150,7 @@
     var cfg = state.config || {};
     var needPrechat = cfg.prechat && cfg.prechat !== "off" && !state.prechatDone && !state.emailKnown && !Object.keys(state.rendered).length;
     prechatForm.hidden = !needPrechat;
+    if (prechatForm.skipButton) prechatForm.skipButton.hidden = cfg.prechat !== "optional";
     composer.hidden = !!needPrechat;
     offlineForm.hidden = !(cfg.online === false && !state.emailKnown);
   }

@@ -345,3 +345,23 @@ def test_snippet_demo_page_and_script(chat, client, rf):
 
     assert len(gzip.compress(script.content)) < 30 * 1024
     assert client.get("/widget/widget.css").status_code == 200
+
+
+def test_widget_switches_to_online_when_an_agent_of_the_team_comes(personas, chat):
+    async def scenario():
+        visitor = widget_socket(chat)
+        welcome = await hello(visitor)
+        assert welcome["config"]["online"] is False
+        bob = agent_socket(personas.bob)  # tech: not this channel's team
+        await bob.connect()
+        await bob.receive_json_from()
+        assert [f for f in await drain(visitor) if f["type"] == "availability"] == []
+        ana = agent_socket(personas.ana)
+        await ana.connect()
+        await ana.receive_json_from()
+        assert (await recv_until(visitor, lambda f: f["type"] == "availability"))["online"] is True
+        await ana.send_json_to({"type": "availability", "status": "away"})
+        assert (await recv_until(visitor, lambda f: f["type"] == "availability"))["online"] is False
+        for comm in (ana, bob, visitor):
+            await comm.disconnect()
+    run(scenario)

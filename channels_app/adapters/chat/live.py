@@ -71,6 +71,13 @@ def visitor_online(visitor_id: str) -> bool:
     return any(now - t < VISITOR_TTL for t in (cache.get(_online_key(visitor_id)) or {}).values())
 
 
+def customer_left_at(customer_id: int) -> float | None:
+    """When the customer's last widget closed (epoch seconds), if we know."""
+    times = [cache.get(f"chat:visitor-left:{v}") for v in visitors_of(customer_id)]
+    times = [t for t in times if t]
+    return max(times) if times else None
+
+
 def customer_online(customer_id: int) -> bool:
     return any(visitor_online(v) for v in visitors_of(customer_id))
 

@@ -85,6 +85,9 @@ def email_unseen_replies(now=None) -> int:
         customer_id = message.conversation.customer_id
         if live.customer_online(customer_id):
             continue  # still on the page: the widget shows it
+        left = live.customer_left_at(customer_id)
+        if left and now.timestamp() - left < settings.CHAT_OFFLINE_EMAIL_DELAY:
+            continue  # left only a moment ago: they may come back and read it
         if email_copy(message, reason="unseen"):
             count += 1
     return count
