@@ -117,6 +117,10 @@ class Conversation(models.Model):
             models.Index(fields=["-last_message_at", "-id"], name="conv_activity"),
             models.Index(fields=["created_at"]),
             models.Index(fields=["updated_at"]),
+            # API cursor pages (newest created first) per status / team / assignee (issue 8)
+            models.Index(fields=["status", "-created_at", "-id"], name="conv_status_created"),
+            models.Index(fields=["team", "status", "-created_at"], name="conv_team_status_created"),
+            models.Index(fields=["assignee", "status", "-created_at"], name="conv_assignee_status_created"),
         ]
 
     def __str__(self) -> str:
