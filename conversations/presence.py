@@ -139,8 +139,17 @@ def set_availability(user, status: str, *, chosen: bool = True) -> bool:
             availability=status, availability_changed_at=timezone.now())
     user.availability = status
     if changed:
-        transaction.on_commit(lambda: realtime.publish_availability(user.pk, status))
+        transaction.on_commit(lambda: _availability_changed(user, status))
     return bool(changed)
+
+
+def _availability_changed(user, status: str) -> None:
+    realtime.publish_availability(user.pk, status)
+    try:  # chat widgets switch between online and offline (computed once here, not per widget)
+        from channels_app.adapters.chat import live
+    except ImportError:
+        return
+    live.availability_changed(user)
 
 
 def chosen_availability(user) -> str:

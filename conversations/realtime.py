@@ -189,9 +189,8 @@ def publish_presence(conversation_id: int, viewers: list[dict], typing: list[dic
 
 def publish_availability(user_id: int, status: str) -> None:
     """An agent went online, away or offline. Every agent socket is in `inbox`
-    or `team.none`, so these two groups reach every agent exactly once; chat
-    widgets listen on `availability` to switch between online and offline."""
-    send(["inbox", "team.none", "availability"], {"event": "agent.availability", "agent": user_id, "status": status})
+    or `team.none`, so these two groups reach every agent exactly once."""
+    send(["inbox", "team.none"], {"event": "agent.availability", "agent": user_id, "status": status})
 
 
 def publish_customer_typing(conversation_id: int, typing: bool) -> None:

@@ -94,7 +94,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if getattr(self, "visitor", None):
             await self.channel_layer.group_discard(live.visitor_group(self.visitor), self.channel_name)
-            await self.channel_layer.group_discard("availability", self.channel_name)
+            await self.channel_layer.group_discard(live.channel_group(self.channel.pk), self.channel_name)
             await database_sync_to_async(live.visitor_gone)(self.visitor, self.channel_name)
             conv_id = getattr(self, "conversation_id", None)
             if conv_id and getattr(self, "typing_on", False):
@@ -147,9 +147,8 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             token = tokens.make_token(self.channel, visitor)
         self.visitor = visitor
         await self.channel_layer.group_add(live.visitor_group(visitor), self.channel_name)
-        await self.channel_layer.group_add("availability", self.channel_name)
+        await self.channel_layer.group_add(live.channel_group(self.channel.pk), self.channel_name)
         welcome = await database_sync_to_async(self._welcome)(token)
-        self.online = welcome["config"]["online"]
         await self.send_json(welcome)
 
     def _welcome(self, token: str) -> dict:
@@ -287,21 +286,3 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
     async def visitor_event(self, event):
         await self.send_json(event.get("payload") or {})
-
-    async def broadcast(self, event):
-        """Agents' availability changed somewhere: is this channel's team still (or now) online?"""
-        payload = event.get("payload") or {}
-        if payload.get("event") != "agent.availability":
-            return
-        online = await database_sync_to_async(self._online_now)(str(payload.get("id", ""))[:40])
-        if online != getattr(self, "online", None):
-            self.online = online
-            await self.send_json({"type": "availability", "online": online})
-
-    def _online_now(self, event_id: str) -> bool:
-        from conversations import presence
-
-        # one query per channel and availability change, however many widgets are open
-        return cache.get_or_set(f"chat:online:{self.channel.pk}:{event_id}",
-                                lambda: chat_settings.public_config(
-                                    self.channel, online=presence.team_online(self.channel.team))["online"], 5)

@@ -38,6 +38,10 @@ def push(visitor_ids, payload: dict) -> None:
         log.exception("push to chat visitors failed")
 
 
+def channel_group(channel_id: int) -> str:
+    return f"chatch.{channel_id}"
+
+
 def visitors_of(customer_id: int) -> list[str]:
     return list(Identity.objects.filter(customer_id=customer_id, kind="chat").values_list("value", flat=True))
 
@@ -199,3 +203,29 @@ def conversation_resolved(conversation) -> None:
         return
     push(visitors_of(conversation.customer_id),
          {"type": "status", "status": conversation.status, "survey": survey_for(conversation)})
+
+
+def availability_changed(user) -> None:
+    """An agent's availability changed: tell the widgets of each chat channel
+    whose online state flipped (one group message per channel, not per widget)."""
+    from channels_app.models import Channel
+    from conversations import presence
+
+    from . import config
+
+    team_ids = set(user.teams.values_list("pk", flat=True))
+    layer = get_channel_layer()
+    for channel in Channel.objects.filter(kind="chat", active=True).select_related("team"):
+        if channel.team_id is not None and channel.team_id not in team_ids:
+            continue
+        online = presence.team_online(channel.team) and config.within_business_hours(channel)
+        key = f"chat:channel-online:{channel.pk}"
+        if cache.get(key) == online:
+            continue
+        cache.set(key, online, 24 * 3600)
+        if layer is not None:
+            try:
+                async_to_sync(layer.group_send)(channel_group(channel.pk), {
+                    "type": "visitor.event", "payload": {"type": "availability", "online": online}})
+            except Exception:
+                log.exception("availability push to chat widgets failed")
