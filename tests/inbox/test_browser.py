@@ -205,8 +205,15 @@ def test_live_updates_and_presence_from_the_realtime_contract(personas, inbox_da
     expect(page.locator("[data-typing-warning]")).to_contain_text("Bob")
     # a message arrives: the timeline reloads without a full page load
     # outside Playwright's event-loop thread, as in the server (realtime publishes from sync code)
-    worker = threading.Thread(target=services.add_note, kwargs={
-        "conversation": conv, "author": personas.manager, "body": "Approved by finance"})
+    def add_note():
+        from django.db import connection
+
+        try:
+            services.add_note(conversation=conv, author=personas.manager, body="Approved by finance")
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=add_note)
     worker.start()
     worker.join()
     page.evaluate("""id => { window.__marker = 1; document.dispatchEvent(new CustomEvent("threadline:message.created",
