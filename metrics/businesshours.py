@@ -6,7 +6,6 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.utils import timezone
 
 MAX_DAYS = 800  # safety bound for pathological spans
 
@@ -97,7 +96,8 @@ def business_seconds(a: datetime, b: datetime, schedule: Schedule | None) -> flo
 
 
 def local_day(at: datetime) -> date:
-    return timezone.localtime(at, _account_tz()).date()
+    """The day of `at` in the account's time zone (settings.TIME_ZONE)."""
+    return at.astimezone(_tz(settings.TIME_ZONE)).date()
 
 
 @lru_cache(maxsize=8)

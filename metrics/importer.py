@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from channels_app.models import Channel
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 TYPES = ("agent", "customer", "conversation", "survey", "order")
 SECTIONS = {"agents": "agent", "customers": "customer", "conversations": "conversation", "surveys": "survey",
             "orders": "order"}
-FLUSH_EVERY = 500
 
 
 class ObjectError(ValueError):
@@ -156,6 +155,12 @@ class _Cache:
         self.teams: dict[str, Team] = {}
         self.channels: dict[str, Channel] = {}
 
+    def reset_objects(self) -> None:
+        """Forget cached rows after a transaction (a rolled-back team or agent must not be reused)."""
+        self.agents.clear()
+        self.teams.clear()
+        self.channels.clear()
+
     def team(self, name: str) -> Team:
         if name not in self.teams:
             self.teams[name] = Team.objects.get_or_create(name=name[:100])[0]
@@ -252,8 +257,8 @@ def _identity_for(customer: Customer) -> tuple[str, str]:
     return ident.kind, ident.value
 
 
-def import_conversation(obj: dict, cache: _Cache) -> int:
-    """Returns the number of messages imported (0 when the conversation exists already)."""
+def import_conversation(obj: dict, cache: _Cache):
+    """Returns (conversation id, messages imported), or -1 when the conversation exists already."""
     _required(obj, "external_id", "customer")
     ext = str(obj["external_id"])
     if Conversation.objects.filter(external_id=ext).exists():
@@ -310,7 +315,7 @@ def import_conversation(obj: dict, cache: _Cache) -> int:
                 conv_services.resolve_conversation(conversation=conversation, at=at)
             elif item["type"] == "reopened":
                 conv_services.reopen(conversation=conversation, at=at)
-    return count
+    return conversation.pk, count
 
 
 def _import_message(conversation, m, at, obj, customer, identity, team, cache, ext, priority):
@@ -405,7 +410,7 @@ def import_survey(obj: dict, cache: _Cache) -> bool:
                                    data={"kind": kind, "invitation": inv.pk, "imported": True})
         if score is not None:
             surveys.record_answer(invitation=inv, score=score, comment=obj.get("comment") or None, at=answered)
-    return True
+    return conv.pk
 
 
 def import_order(obj: dict, cache: _Cache) -> bool:
@@ -436,50 +441,78 @@ HANDLERS = {"agent": import_agent, "customer": import_customer, "conversation": 
 
 # --------------------------------------------------------------------------- driver
 
+BATCH = 200  # objects per database transaction (each object in its own savepoint)
+
+
 def run(stream, *, jsonl: bool | None = None, progress=None) -> ImportResult:
-    """Import every object of `stream` (binary). `progress(n_messages)` is called as it goes."""
+    """Import every object of `stream` (binary). `progress(n_messages)` is called as it goes.
+
+    Objects are written in batches of BATCH per transaction, each in its own
+    savepoint, so a bad object rolls back alone. The after-commit side effects
+    of the services (realtime pushes, outbound webhooks, automation, survey
+    invitations) are dropped for imported history; the touched conversations
+    are handed to the KPI engine in one batch per transaction instead.
+    """
     if isinstance(stream, (bytes, bytearray)):
         stream = io.BufferedReader(io.BytesIO(stream))
     result = ImportResult()
     cache = _Cache()
-    since_flush = 0
+    objects = iter_objects(stream, jsonl=jsonl)
+    done = False
     with engine.suspended(), surveys.paused():
-        for position, kind, obj in iter_objects(stream, jsonl=jsonl):
-            if isinstance(obj, ObjectError):
-                result.errors.append({"position": position, "errors": obj.errors})
-                continue
-            if kind not in HANDLERS:
-                result.errors.append({"position": position, "external_id": obj.get("external_id"),
-                                      "errors": {"type": [f"One of {', '.join(TYPES)}."]}})
-                continue
-            try:
-                with transaction.atomic():
-                    outcome = HANDLERS[kind](obj, cache)
-            except ObjectError as exc:
-                result.errors.append({"position": position, "type": kind,
-                                      "external_id": obj.get("external_id") or obj.get("email"),
-                                      "errors": exc.errors})
-                continue
-            except Exception as exc:  # a bug or a constraint: report it on the object, keep going
-                log.exception("import of %s at %s failed", kind, position)
-                result.errors.append({"position": position, "type": kind, "external_id": obj.get("external_id"),
-                                      "errors": {"detail": [f"{type(exc).__name__}: {str(exc)[:300]}"]}})
-                continue
-            if kind == "conversation":
-                if outcome < 0:
-                    result.skipped[kind] += 1
-                else:
-                    result.created[kind] += 1
-                    result.messages += outcome
-                    since_flush += 1
-                    if progress:
-                        progress(outcome)
-            else:
-                (result.created if outcome else result.skipped)[kind] += 1
-            if kind == "survey" and outcome:
-                since_flush += 1
-            if since_flush >= FLUSH_EVERY:
+        while not done:
+            touched: set[int] = set()
+            with transaction.atomic():
+                mark = len(connection.run_on_commit)
+                for _ in range(BATCH):
+                    item = next(objects, None)
+                    if item is None:
+                        done = True
+                        break
+                    _one(item, cache, result, touched, progress)
+                # history: no pushes, webhooks or automation for it (see docstring)
+                del connection.run_on_commit[mark:]
+                engine.mark_dirty(touched)
+            cache.reset_objects()
+            if touched:
                 engine.flush()
-                since_flush = 0
-    engine.flush()
     return result
+
+
+def _one(item, cache, result, touched, progress) -> None:
+    position, kind, obj = item
+    if isinstance(obj, ObjectError):
+        result.errors.append({"position": position, "errors": obj.errors})
+        return
+    if kind not in HANDLERS:
+        result.errors.append({"position": position, "external_id": obj.get("external_id"),
+                              "errors": {"type": [f"One of {', '.join(TYPES)}."]}})
+        return
+    try:
+        with transaction.atomic():
+            outcome = HANDLERS[kind](obj, cache)
+    except ObjectError as exc:
+        cache.reset_objects()  # rows created inside the rolled-back savepoint are gone
+        result.errors.append({"position": position, "type": kind,
+                              "external_id": obj.get("external_id") or obj.get("email"), "errors": exc.errors})
+        return
+    except Exception as exc:  # a bug or a constraint: report it on the object, keep going
+        cache.reset_objects()
+        log.exception("import of %s at %s failed", kind, position)
+        result.errors.append({"position": position, "type": kind, "external_id": obj.get("external_id"),
+                              "errors": {"detail": [f"{type(exc).__name__}: {str(exc)[:300]}"]}})
+        return
+    if kind == "conversation":
+        if outcome == -1:
+            result.skipped[kind] += 1
+            return
+        conv_id, count = outcome
+        touched.add(conv_id)
+        result.created[kind] += 1
+        result.messages += count
+        if progress:
+            progress(count)
+        return
+    if kind == "survey" and outcome:
+        touched.add(outcome)
+    (result.created if outcome else result.skipped)[kind] += 1

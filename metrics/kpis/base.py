@@ -153,22 +153,33 @@ def _norm_key(sel: Selection, key):
     return key
 
 
-def medians(qs, sel: Selection, dims: dict, value: str) -> dict:
-    """{group: (median, p90)} of `value` over a fact queryset (already filtered)."""
+def medians(qs, sel: Selection, dims: dict, *values: str) -> dict:
+    """{value field: {group: (median, p90)}} over a fact queryset, one query for all
+    `values` (they must be null together, e.g. a figure and its business-hours variant)."""
     qs = qs.filter(**{f"{dims['day']}__gte": sel.start, f"{dims['day']}__lte": sel.end,
-                      f"{value}__isnull": False})
+                      f"{values[0]}__isnull": False})
     qs = filter_dims(qs, sel, channel=dims["channel"], agent=dims["agent"], team=dims["team"])
     qs = qs.annotate(g=group_annotation(sel, dims))
-    out = {}
+    out: dict = {v: {} for v in values}
     if connection.vendor == "postgresql":
-        rows = qs.values("g").annotate(median=PercentileCont(value, p=0.5), p90=PercentileCont(value, p=0.9)).order_by()
-        for row in rows:
-            out[_norm_key(sel, row["g"])] = (row["median"], row["p90"])
+        aggs = {}
+        for i, v in enumerate(values):
+            aggs[f"m{i}"] = PercentileCont(v, p=0.5)
+            aggs[f"p{i}"] = PercentileCont(v, p=0.9)
+        for row in qs.values("g").annotate(**aggs).order_by():
+            key = _norm_key(sel, row["g"])
+            for i, v in enumerate(values):
+                out[v][key] = (row[f"m{i}"], row[f"p{i}"])
         return out
-    values: dict = defaultdict(list)
-    for g, v in qs.values_list("g", value):
-        values[_norm_key(sel, g)].append(v)
-    return {k: (percentile(v, 0.5), percentile(v, 0.9)) for k, v in values.items()}
+    collected: dict = defaultdict(lambda: [[] for _ in values])
+    for row in qs.values_list("g", *values):
+        lists = collected[_norm_key(sel, row[0])]
+        for i, x in enumerate(row[1:]):
+            lists[i].append(x)
+    for key, lists in collected.items():
+        for v, vals in zip(values, lists):
+            out[v][key] = (percentile(vals, 0.5), percentile(vals, 0.9))
+    return out
 
 
 def time_stats(count: int, sum_ms: int, pct: tuple | None) -> dict:

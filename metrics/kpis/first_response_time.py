@@ -14,7 +14,8 @@ DIMS = {"day": "frt_day", "channel": "frt_kind", "agent": "frt_agent_id", "team"
 def compute(sel, business: bool = False) -> dict:
     field = "frt_bh_seconds" if business else "frt_seconds"
     sum_col = "frt_bh_sum_ms" if business else "frt_sum_ms"
-    pct = sel.memo(("pct", field), lambda: medians(ConversationFact.objects.all(), sel, DIMS, field))
+    pct = sel.memo("pct:frt", lambda: medians(ConversationFact.objects.all(), sel, DIMS, "frt_seconds",
+                                              "frt_bh_seconds"))[field]
     return {k: time_stats(r["frt_count"], r[sum_col], pct.get(k)) for k, r in rollups(sel).items()}
 
 

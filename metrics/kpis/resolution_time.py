@@ -14,5 +14,6 @@ DIMS = {"day": "resolved_day", "channel": "origin_kind", "agent": "resolution_ag
 def compute(sel, business: bool = False) -> dict:
     field = "resolution_bh_seconds" if business else "resolution_seconds"
     sum_col = "res_bh_sum_ms" if business else "res_sum_ms"
-    pct = sel.memo(("pct", field), lambda: medians(ConversationFact.objects.all(), sel, DIMS, field))
+    pct = sel.memo("pct:res", lambda: medians(ConversationFact.objects.all(), sel, DIMS, "resolution_seconds",
+                                              "resolution_bh_seconds"))[field]
     return {k: time_stats(r["resolved"], r[sum_col], pct.get(k)) for k, r in rollups(sel).items()}
