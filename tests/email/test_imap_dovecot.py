@@ -136,3 +136,15 @@ def test_wrong_password_is_recorded_not_raised(mailbox, email_channel):
     error = ImapCursor.objects.get(channel=email_channel).last_error
     assert "AUTHENTICATIONFAILED" in error.upper()
     assert "wrong" not in error  # the secret never ends up in the stored error
+
+
+def test_a_running_poll_is_not_duplicated(mailbox, email_channel):
+    from django.core.cache import cache
+
+    append(mailbox, 1)
+    cache.add(f"imap-poll-lock:{email_channel.pk}", 1, timeout=60)  # another worker is polling
+    try:
+        assert imap.poll_all() == 0
+    finally:
+        cache.delete(f"imap-poll-lock:{email_channel.pk}")
+    assert imap.poll_all() == 1

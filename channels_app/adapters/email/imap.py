@@ -20,6 +20,7 @@ import socket
 import ssl
 import time
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -180,9 +181,17 @@ def poll_all() -> int:
 
     total = 0
     for channel in Channel.objects.filter(kind="email", active=True):
-        if imap_configured(channel):
-            try:
-                total += poll_channel(channel)
-            except Exception:
-                log.exception("IMAP polling of channel %s failed", channel.pk)
+        if not imap_configured(channel):
+            continue
+        # one poller per mailbox at a time (overlapping beat ticks, several workers)
+        lock = f"imap-poll-lock:{channel.pk}"
+        if not cache.add(lock, 1, timeout=600):
+            log.info("IMAP polling of channel %s already running", channel.pk)
+            continue
+        try:
+            total += poll_channel(channel)
+        except Exception:
+            log.exception("IMAP polling of channel %s failed", channel.pk)
+        finally:
+            cache.delete(lock)
     return total
