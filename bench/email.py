@@ -341,8 +341,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--big", type=float, default=25, help="size in MB of the largest message")
-    ap.add_argument("--connections", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2, help="listener ingest threads")
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=4, help="listener ingest threads")
     ap.add_argument("--skip-django-helpdesk", action="store_true")
     args = ap.parse_args()
 

@@ -189,7 +189,7 @@ ANYMAIL = {
 if env_str("ANYMAIL_WEBHOOK_SECRET"):
     ANYMAIL["WEBHOOK_SECRET"] = env_str("ANYMAIL_WEBHOOK_SECRET")
 SMTP_LISTENER_MAX_BYTES = env_int("SMTP_LISTENER_MAX_BYTES", 30 * 1024 * 1024)
-SMTP_LISTENER_WORKERS = env_int("SMTP_LISTENER_WORKERS", 2)  # ingest threads of the SMTP listener
+SMTP_LISTENER_WORKERS = env_int("SMTP_LISTENER_WORKERS", 4)  # ingest threads of the SMTP listener
 # per-sender inbound mail limit per email channel (channel settings rate_limit/rate_window override)
 EMAIL_SENDER_RATE_LIMIT = env_int("EMAIL_SENDER_RATE_LIMIT", 30)
 EMAIL_SENDER_RATE_WINDOW = env_int("EMAIL_SENDER_RATE_WINDOW", 600)

@@ -127,7 +127,7 @@ class Listener:
         self.host = host
         self.port = port
         self.max_bytes = max_bytes or settings.SMTP_LISTENER_MAX_BYTES
-        self.executor = ThreadPoolExecutor(max_workers=workers or getattr(settings, "SMTP_LISTENER_WORKERS", 1),
+        self.executor = ThreadPoolExecutor(max_workers=workers or getattr(settings, "SMTP_LISTENER_WORKERS", 4),
                                            thread_name_prefix="smtp-ingest")
         self.handler = ThreadlineHandler(self.executor)
         self.loop = asyncio.new_event_loop()
