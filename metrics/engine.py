@@ -88,11 +88,24 @@ def schedule_flush() -> None:
         transaction.on_commit(lambda: tasks.flush.apply_async(countdown=1))
 
 
+ENGINE_LOCK = 7_240_011  # pg_advisory_xact_lock key: one writer of facts and rollups at a time
+
+
+def _serialize() -> None:
+    """Two flushes applying deltas for the same conversation at once would count it twice:
+    on PostgreSQL, writers of facts/rollups take one transaction-scoped advisory lock
+    (SQLite serializes writers by itself)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [ENGINE_LOCK])
+
+
 def flush(batch: int = 2000) -> int:
     """Recompute every dirty conversation. Returns how many were processed."""
     done = 0
     while True:
         with transaction.atomic():
+            _serialize()
             ids = list(DirtyConversation.objects.order_by("marked_at").values_list("conversation_id", flat=True)[:batch])
             if not ids:
                 break
@@ -367,36 +380,36 @@ def _all_starts() -> dict[int, list[tuple[int, datetime]]]:
 
 
 def recompute_all(progress=None, chunk: int = 5000, now: datetime | None = None) -> int:
-    """Rebuild facts and rollups from the event log in one pass. Returns the number of conversations."""
+    """Rebuild facts and rollups from the event log in one pass and one transaction
+    (holding the engine lock, so no incremental flush interleaves). Returns the number of conversations."""
     now = now or timezone.now()
-    context = _context()
-    bounds = Conversation.objects.order_by("pk").values_list("pk", flat=True)
     with transaction.atomic():
+        _serialize()
+        context = _context()
         DirtyConversation.objects.all().delete()
         DailyRollup.objects.all().delete()
         ResponseFact.objects.all().delete()
         ConversationFact.objects.all().delete()
-    starts = _all_starts()
-    acc: dict[str, dict[str, int]] = {}
-    total = 0
-    lo = 0
-    while True:
-        ids = list(bounds.filter(pk__gt=lo)[:chunk])
-        if not ids:
-            break
-        rng = (ids[0], ids[-1])
-        lo = ids[-1]
-        with transaction.atomic():
+        starts = _all_starts()
+        acc: dict[str, dict[str, int]] = {}
+        total = 0
+        lo = 0
+        bounds = Conversation.objects.order_by("pk").values_list("pk", flat=True)
+        while True:
+            ids = list(bounds.filter(pk__gt=lo)[:chunk])
+            if not ids:
+                break
+            rng = (ids[0], ids[-1])
+            lo = ids[-1]
             facts = [_to_fact(b) for b in _bases(None, context, id_range=rng)]
             for fact in facts:
                 others = [s for c, s in starts.get(fact.customer_id, ()) if c != fact.conversation_id]
                 _add(acc, _finish(fact, others, now), 1)
             _bulk_insert(facts)
             ResponseFact.objects.bulk_create(_response_rows(facts), batch_size=5000)
-        total += len(ids)
-        if progress:
-            progress(len(ids), "conversations")
-    with transaction.atomic():
+            total += len(ids)
+            if progress:
+                progress(len(ids), "conversations")
         apply_delta(acc)
     return total
 
