@@ -7,11 +7,11 @@ from conversations.models import ACTIVE_STATUSES, Conversation
 from helpdesk.models import User
 
 from . import report, sla
-from .kpis import first_response_time
+from .kpis import cltv, first_response_time
 from .kpis.base import Selection
 from .models import SurveyInvitation
 
-TABLES = ("summary", "channel", "team", "agent", "day", "week", "month", "distribution", "comments")
+TABLES = ("summary", "channel", "team", "agent", "day", "week", "month", "distribution", "comments", "segments")
 
 
 TREND_KPIS = ("volume", "first_response_time", "csat")
@@ -30,6 +30,8 @@ def table(sel: Selection, name: str) -> list[dict]:
         return first_response_time.distribution(sel)
     if name == "comments":
         return comments(sel, limit=1000)
+    if name == "segments":
+        return cltv.by_segment(sel)
     return report.build(_sub(sel, name))
 
 
@@ -71,5 +73,6 @@ def data(sel: Selection) -> dict:
         "by_agent": report.build(_sub(sel, "agent"), only=TABLE_KPIS),
         "distribution": first_response_time.distribution(sel),
         "comments": comments(sel),
+        "segments": cltv.by_segment(sel),
         "live": live_counters(),
     }

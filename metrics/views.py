@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from conversations.models import Team
+from helpdesk.models import User
 
 from . import dashboard as dash
 from . import report, services, surveys
@@ -60,7 +61,9 @@ def dashboard(request):
              for k, label, fmt in headline]
     return render(request, "metrics/dashboard.html", {
         "sel": sel, "errors": errors, "data": data, "cards": cards, "query": request.GET.urlencode(),
-        "teams": Team.objects.all(), "channel_kinds": sorted({r["channel"] for r in data["by_channel"] if r["channel"]}),
+        "teams": Team.objects.all(),
+        "agents": User.objects.filter(is_active=True).order_by("first_name", "username"),
+        "channel_kinds": sorted({r["channel"] for r in data["by_channel"] if r["channel"]}),
         "chart_data": {
             "trend": [{"key": r[data["trend_group"]], "created": r["volume"]["created"],
                        "resolved": r["volume"]["resolved"], "frt": r["first_response_time"]["median"],

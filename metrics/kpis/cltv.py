@@ -18,3 +18,28 @@ def compute(sel) -> dict:
         values[key][cust] = ltv or Decimal(0)
     return {key: str((sum(v.values(), Decimal(0)) / len(v)).quantize(Decimal("0.01")))
             for key, v in values.items() if v}
+
+
+def by_segment(sel) -> list[dict]:
+    """Mean lifetime value (orders up to the end of the period) per customer segment
+    (metrics.segments), over the customers active in the period."""
+    from django.db.models import Avg, Count, Q
+
+    from customers.models import Customer
+
+    from ..segments import RECENCY_LABELS, VALUE_LABELS, filter_customers
+
+    base = Customer.objects.filter(Q(conversations__created_at__lt=sel.end_at) | Q(orders__placed_at__lt=sel.end_at)
+                                   ).distinct()
+    out = []
+    for recency, label in RECENCY_LABELS.items():
+        row = filter_customers(Customer.objects.filter(pk__in=base.values("pk")), recency=recency,
+                               now=sel.end_at).aggregate(n=Count("id"), cltv=Avg("lifetime_value"))
+        out.append({"segment": str(label), "customers": row["n"],
+                    "cltv": str(Decimal(row["cltv"]).quantize(Decimal("0.01"))) if row["cltv"] is not None else None})
+    for value, label in VALUE_LABELS.items():
+        row = filter_customers(Customer.objects.filter(pk__in=base.values("pk")), value=value,
+                               now=sel.end_at).aggregate(n=Count("id"), cltv=Avg("lifetime_value"))
+        out.append({"segment": str(label), "customers": row["n"],
+                    "cltv": str(Decimal(row["cltv"]).quantize(Decimal("0.01"))) if row["cltv"] is not None else None})
+    return out

@@ -35,7 +35,7 @@ def test_dashboard_permissions(personas, play, channels):
 def test_dashboard_csv_exports(personas, play, channels):
     play.inbound(channels.chat, "kim", timezone.now().isoformat())
     c = login(personas.manager)
-    for table in ("summary", "channel", "team", "agent", "day", "distribution", "comments"):
+    for table in ("summary", "channel", "team", "agent", "day", "distribution", "comments", "segments"):
         r = c.get(f"/dashboard/export/{table}.csv")
         assert r.status_code == 200 and r["Content-Type"].startswith("text/csv"), table
     body = c.get("/dashboard/export/channel.csv").content.decode()
