@@ -164,7 +164,8 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["subscription", "-created_at"], name="webhook_delivery_sub_created"),
-                   models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due")]
+                   models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due"),
+                   models.Index(fields=["created_at"], name="webhook_delivery_created")]
 
 
 class IdempotencyKey(models.Model):

@@ -212,6 +212,7 @@ OUTBOUND_ALLOW_PRIVATE = env_bool("OUTBOUND_ALLOW_PRIVATE", DEBUG or TESTING)
 # a subscription is disabled after this many failed attempts in a row.
 WEBHOOK_RETRY_FOR = env_int("WEBHOOK_RETRY_FOR", 24 * 3600)
 WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 20)
+WEBHOOK_LOG_DAYS = env_int("WEBHOOK_LOG_DAYS", 30)  # delivery log kept this many days
 # Largest API request body (413 above it).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 30 * 1024 * 1024)
 CHAT_OFFLINE_EMAIL_DELAY = env_int("CHAT_OFFLINE_EMAIL_DELAY", 300)

@@ -23,4 +23,5 @@ def retry_webhooks() -> int:
     ids = webhooks.due_deliveries()
     for pk in ids:
         deliver_webhook.delay(pk)
+    webhooks.prune_log()
     return len(ids)

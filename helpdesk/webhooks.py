@@ -346,6 +346,16 @@ def due_deliveries(limit: int = 500) -> list[int]:
     ).order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
 
 
+def prune_log(*, batch: int = 5000) -> int:
+    """Delete finished deliveries older than WEBHOOK_LOG_DAYS (a batch per call)."""
+    cutoff = timezone.now() - timedelta(days=settings.WEBHOOK_LOG_DAYS)
+    ids = list(WebhookDelivery.objects.filter(created_at__lt=cutoff, state__in=[
+        DeliveryState.DELIVERED, DeliveryState.FAILED]).values_list("pk", flat=True)[:batch])
+    if not ids:
+        return 0
+    return WebhookDelivery.objects.filter(pk__in=ids).delete()[0]
+
+
 def redeliver(delivery: WebhookDelivery) -> WebhookDelivery:
     """Send a logged delivery again (a new delivery with the same event id and payload)."""
     copy = WebhookDelivery.objects.create(subscription=delivery.subscription, event_id=delivery.event_id,

@@ -254,3 +254,17 @@ def test_webhook_pages(client, personas, receiver, django_capture_on_commit_call
     assert bob.get(f"/settings/webhooks/{sub.pk}/").status_code == 404
     bad = client.post("/settings/webhooks/", {"url": receiver.url, "events": []})
     assert "events" in bad.context["errors"]
+
+
+def test_old_finished_deliveries_are_pruned(personas, receiver, settings):
+    settings.WEBHOOK_LOG_DAYS = 30
+    sub = webhooks.subscription_create(owner=personas.admin, url=receiver.url, events=["conversation.updated"])
+    old = timezone.now() - timedelta(days=31)
+    make = lambda state, created: WebhookDelivery.objects.create(  # noqa: E731
+        subscription=sub, event_id="00000000-0000-0000-0000-000000000009", event="conversation.updated",
+        payload={}, state=state, created_at=created)
+    gone = [make(DeliveryState.DELIVERED, old), make(DeliveryState.FAILED, old)]
+    kept = [make(DeliveryState.RETRYING, old), make(DeliveryState.DELIVERED, timezone.now())]
+    assert webhooks.prune_log() == 2
+    assert not WebhookDelivery.objects.filter(pk__in=[d.pk for d in gone]).exists()
+    assert WebhookDelivery.objects.filter(pk__in=[d.pk for d in kept]).count() == 2
