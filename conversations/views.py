@@ -55,6 +55,17 @@ def url_or_none(name: str, *args) -> str | None:
         return None
 
 
+def _safe_next(request, default: str) -> str:
+    """The form's `next` if it is a path on this site (no open redirect), else `default`."""
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    nxt = request.POST.get("next") or ""
+    if nxt.startswith("/") and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()},
+                                                               require_https=request.is_secure()):
+        return nxt
+    return default
+
+
 def _get_conversation(request, pk: int) -> Conversation:
     conversation = selectors.visible_conversation(request.user, pk)
     if conversation is None:
@@ -181,7 +192,7 @@ def bulk(request):
     conversations = list(services.conversations_visible_to(request.user).filter(pk__in=ids))
     if not conversations:
         messages.error(request, _("Select at least one conversation."))
-        return redirect(request.POST.get("next") or "conversations:inbox")
+        return redirect(_safe_next(request, reverse("conversations:inbox")))
     done = 0
     try:
         with transaction.atomic():
@@ -193,10 +204,7 @@ def bulk(request):
         done = 0
     if done:
         messages.success(request, _("%(count)s conversations updated.") % {"count": done})
-    nxt = request.POST.get("next") or ""
-    if not nxt.startswith("/") or nxt.startswith("//"):
-        nxt = reverse("conversations:inbox")
-    return redirect(nxt)
+    return redirect(_safe_next(request, reverse("conversations:inbox")))
 
 
 def _apply_action(request, conversation: Conversation, action: str, data) -> None:
@@ -455,8 +463,7 @@ def availability(request):
         return HttpResponseBadRequest(_("Unknown availability."))
     if _is_htmx(request):
         return HttpResponse(request.user.get_availability_display())
-    nxt = request.POST.get("next") or "/"
-    return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/")
+    return redirect(_safe_next(request, "/"))
 
 
 # --------------------------------------------------------------------------- attachments

@@ -417,3 +417,12 @@ def test_reply_with_attachment(client, personas, inbox_data):
     assert [a.filename for a in msg.attachments.all()] == ["invoice.pdf"]
     body = client.get(reverse("conversations:conversation", args=[inbox_data.conv.pk])).content.decode()
     assert "invoice.pdf" in body
+
+
+@pytest.mark.parametrize("nxt", ["//evil.example/", "/\\evil.example/", "https://evil.example/"])
+def test_no_open_redirect(client, personas, nxt):
+    login(client, personas.ana)
+    r = client.post(reverse("conversations:availability"), {"availability": "away", "next": nxt})
+    assert r.status_code == 302 and r["Location"] == "/"
+    r = client.post(reverse("conversations:bulk"), {"action": "resolve", "ids": [], "next": nxt})
+    assert r["Location"] == reverse("conversations:inbox")
