@@ -10,7 +10,8 @@
   function rt() { return window.ThreadlineRealtime || null; }
   var T = { typing: "is typing a reply…", viewing: "is viewing", mention: "You were mentioned in a note.",
             error: "Something went wrong. Please try again.", offline: "Network error: you seem to be offline.",
-            merge: "Merge these customers? This cannot be undone.", canned: "Could not load the canned response." };
+            merge: "Merge these customers? This cannot be undone.", canned: "Could not load the canned response.",
+            gone: "This conversation is no longer available to you." };
   try {
     var i18n = doc.getElementById("inbox-i18n");
     if (i18n) { var parsed = JSON.parse(i18n.textContent); for (var key in parsed) { if (parsed[key]) T[key] = parsed[key]; } }
@@ -241,9 +242,26 @@
   });
   doc.addEventListener("threadline:conversation.created", refreshList);
   doc.addEventListener("threadline:conversation.updated", function (e) {
-    if (!convPage()) { refreshList(); }
+    var id = convPage();
+    if (!id) { refreshList(); return; }
+    if (convId(e.detail) !== id || !window.htmx) return;
+    // status, assignee, priority or tags changed elsewhere: refresh the header and the
+    // timeline (system lines), never the composer (it may hold a draft)
+    window.htmx.ajax("GET", location.pathname, { target: ".conv-head", select: ".conv-head", swap: "outerHTML" });
+    refreshTimeline();
   });
-  doc.addEventListener("threadline:conversation.deleted", refreshList);
+  function gone(e) {
+    var id = convPage();
+    var d = e.detail || {};
+    var target = d.conversation !== undefined ? convId(d) : d.id;
+    if (id && target === id) {
+      say(T.gone);
+      var back = $("[data-back]");
+      window.location.href = back ? back.href : "/";
+    } else if (!id) { refreshList(); }
+  }
+  doc.addEventListener("threadline:conversation.hidden", gone);
+  doc.addEventListener("threadline:conversation.deleted", gone);
   doc.addEventListener("threadline:message.status", function (e) {
     var d = e.detail || {};
     var m = d.message || {};

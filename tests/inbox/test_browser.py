@@ -220,4 +220,28 @@ def test_live_updates_and_presence_from_the_realtime_contract(personas, inbox_da
         {detail: {conversation: {id: id}, message: {id: 1}}})); }""", conv.pk)
     expect(page.locator(".timeline")).to_contain_text("Approved by finance")
     assert page.evaluate("window.__marker") == 1  # same document: no reload
+    # someone else resolves it: header and timeline follow, the draft in the composer stays
+    page.fill("[data-composer]", "my unsent draft")
+    worker = threading.Thread(target=_in_thread(services.resolve_conversation, conversation=conv,
+                                                actor=personas.manager))
+    worker.start()
+    worker.join()
+    page.evaluate("""id => document.dispatchEvent(new CustomEvent("threadline:conversation.updated",
+        {detail: {conversation: {id: id, status: "resolved"}}}))""", conv.pk)
+    expect(page.locator(".conv-state .status")).to_have_text("Resolved")
+    expect(page.locator(".timeline")).to_contain_text("Resolved by Maria")
+    expect(page.locator("[data-composer]")).to_have_value("my unsent draft")
+    assert page.evaluate("window.__marker") == 1
     assert not page.js_errors, page.js_errors
+
+
+def _in_thread(fn, **kwargs):
+    def run():
+        from django.db import connection
+
+        try:
+            fn(**kwargs)
+        finally:
+            connection.close()
+
+    return run
