@@ -1,8 +1,6 @@
 """/api/v1/metrics/ and /api/v1/imports/ (API.md)."""
 from __future__ import annotations
 
-import io
-
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -21,6 +19,40 @@ from ..models import ImportJob
 IMPORT_MAX_BYTES = getattr(settings, "IMPORT_MAX_BYTES", 200 * 1024 * 1024)
 IMPORT_TYPES = ("application/json", "application/x-ndjson", "application/jsonl", "application/x-jsonlines",
                 "application/json-seq")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Limited:
+    """A read-only view of the request body that refuses to go past `limit` bytes
+    (a chunked body has no Content-Length to check up front)."""
+
+    def __init__(self, raw, limit: int):
+        self.raw = raw
+        self.left = limit
+
+    def _count(self, data: bytes) -> bytes:
+        self.left -= len(data)
+        if self.left < 0:
+            raise _TooLarge()
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""  # ijson probes read(0) to tell bytes from text
+        return self._count(self.raw.read(size if size and size > 0 else self.left + 1))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._count(self.raw.readline(size if size and size > 0 else self.left + 1))
+
+    def __iter__(self):
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
 
 
 class IsManager(BasePermission):
@@ -143,12 +175,14 @@ class ImportView(APIView):
                 resp = Response(done.result, status=done.status_code)
                 resp["Idempotent-Replayed"] = "true"
                 return resp
-        body = request._request.read(IMPORT_MAX_BYTES + 1)  # streamed from the WSGI input
-        if len(body) > IMPORT_MAX_BYTES:
-            return Response({"detail": f"Body larger than {IMPORT_MAX_BYTES} bytes."},
-                            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         jsonl = ctype != "application/json"
-        result = importer.run(io.BufferedReader(io.BytesIO(body)), jsonl=jsonl).as_dict()
+        stream = _Limited(request._request, IMPORT_MAX_BYTES)  # streamed from the request body, never held whole
+        try:
+            result = importer.run(stream, jsonl=jsonl).as_dict()
+        except _TooLarge:
+            return Response({"detail": f"Body larger than {IMPORT_MAX_BYTES} bytes; objects before the limit "
+                                       "were imported. Use manage.py import_history for large files."},
+                            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         code = 200 if not result["errors"] else 207
         if key:
             ImportJob.objects.get_or_create(idempotency_key=key,
