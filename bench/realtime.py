@@ -97,7 +97,7 @@ def setup(agents: int):
     return cookies, api, str(chat.uuid), visitor_tokens
 
 
-def ingest_worker(channel_ids, rate: float, seconds: float, start_at: float, out):
+def ingest_worker(channel_ids, rate: float, seconds: float, offset: float, start, out):
     """A separate process: ingest `rate` messages per second for `seconds`."""
     import django
 
@@ -109,8 +109,8 @@ def ingest_worker(channel_ids, rate: float, seconds: float, start_at: float, out
     from conversations.inbound import InboundMessage
 
     channels = list(Channel.objects.filter(pk__in=channel_ids))
-    while time.time() < start_at:
-        time.sleep(0.01)
+    start.wait()
+    time.sleep(offset)
     n, t0 = 0, time.perf_counter()
     total = int(rate * seconds)
     late = 0
@@ -141,6 +141,18 @@ def start_server(port: int, log):
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def cpu_seconds(pids) -> float:
+    """User+system CPU time of these processes (Linux /proc), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     import socket
 
@@ -149,12 +161,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, seconds, start_at, results, done):
+async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, seconds, start, results, done,
+                      settle=5.0):
     visitors = len(visitor_tokens)
     import websockets
 
     ingest_lat, visitor_lat = [], []
     ready = []
+    go = asyncio.Event()
+    measuring = [False]
 
     async def agent(i, cookie):
         base = bases[i % len(bases)]
@@ -164,6 +179,8 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
             ready.append(1)
             async for raw in ws:
                 now = time.time()
+                if not measuring[0]:
+                    continue
                 frame = json.loads(raw)
                 if frame.get("event") not in ("message.created", "conversation.created"):
                     continue
@@ -182,15 +199,16 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
             # each visitor sends every visitors/visitor_rate seconds, staggered
             period = visitors / visitor_rate if visitor_rate else None
             reader = asyncio.create_task(_drain(ws))
+            await go.wait()
             if period:
-                await asyncio.sleep(max(0, start_at - time.time()) + random.random() * period)
-                end = start_at + seconds
+                await asyncio.sleep(random.random() * period)
+                end = time.time() + seconds
                 n = 0
                 while time.time() < end:
                     await ws.send(json.dumps({"type": "message", "client_id": f"b{n}", "text": f"v {time.time()}"}))
                     n += 1
                     await asyncio.sleep(period)
-            await asyncio.sleep(max(0, start_at + seconds + 3 - time.time()))
+            await asyncio.sleep(seconds + 3)
             reader.cancel()
 
     async def _drain(ws):
@@ -209,10 +227,21 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
         tasks.append(asyncio.create_task(visitor(i)))
         if i % 20 == 19:
             await asyncio.sleep(0.05)
-    await asyncio.sleep(max(0, start_at + seconds + 4 - time.time()))
+    deadline = time.time() + 120
+    while len(ready) < len(cookies) + visitors and time.time() < deadline:
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(settle)  # let the connection storm (availability, presence) settle
+    measuring[0] = True
+    results["cpu0"] = cpu_seconds(results["pids"])
+    results["load0"] = os.getloadavg()[0]
+    go.set()
+    start.set()
+    await asyncio.sleep(seconds + 2)
     while not done.is_set():  # ingest may lag behind schedule on a busy machine: wait for it
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)
+    results["cpu1"] = cpu_seconds(results["pids"])
+    results["load1"] = os.getloadavg()[0]
     results["connected"] = len(ready)
     for t in tasks:
         t.cancel()
@@ -266,22 +295,22 @@ def main():
                     break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-        start_at = time.time() + 8 + (args.agents + args.visitors) / 100  # connect everyone first
         ctx = multiprocessing.get_context("spawn")
         out = ctx.Queue()
+        start = ctx.Event()
         workers = [ctx.Process(target=ingest_worker, args=(api_ids, args.rate / args.ingest_procs, args.seconds,
-                                                            start_at + i / args.rate, out))
+                                                            i / args.rate, start, out))
                    for i in range(args.ingest_procs)]
         for w in workers:
             w.start()
-        results = {}
+        results = {"pids": [srv.pid for srv in servers]}
         class Done:
             @staticmethod
             def is_set():
                 return not any(w.is_alive() for w in workers)
 
         asyncio.run(run_clients(bases, cookies, chat_uuid, visitor_tokens, args.visitor_rate, args.seconds,
-                                start_at, results, Done))
+                                start, results, Done))
         parts = [out.get(timeout=300) for _ in workers]
         stats = {"sent": sum(p["sent"] for p in parts), "elapsed": max(p["elapsed"] for p in parts),
                  "late": sum(p["late"] for p in parts)}
@@ -304,6 +333,11 @@ def main():
           f"sockets ({results.get('connected')} connected), {TEAMS} teams")
     print(f"ingested {stats['sent']} messages in {stats['elapsed']:.1f}s = {stats['sent'] / stats['elapsed']:.0f}/s "
           f"(target {args.rate:.0f}/s, {stats['late']} more than 0.5 s behind schedule)")
+    frames = len(ing) + len(vis)
+    cpu = results.get("cpu1", 0) - results.get("cpu0", 0)
+    print(f"machine load average {results.get('load0', 0):.1f} -> {results.get('load1', 0):.1f} "
+          f"({os.cpu_count()} CPUs, shared); ASGI processes used {cpu:.1f} CPU-s for {frames} measured deliveries "
+          f"= {cpu * 1000 / max(frames, 1):.2f} CPU-ms per delivery (incl. visitor ingest, pings)")
     print(f"ingest commit -> agent socket: {len(ing)} deliveries, p50 {pct(ing, .5) * 1000:.1f} ms, "
           f"p99 {pct(ing, .99) * 1000:.1f} ms, max {max(ing or [0]) * 1000:.1f} ms")
     print(f"visitor message -> agent socket: {len(vis)} deliveries, p50 {pct(vis, .5) * 1000:.1f} ms, "
