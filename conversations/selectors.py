@@ -14,7 +14,6 @@ from datetime import datetime
 
 from django.db import connection
 from django.db.models import F, Prefetch, Q, QuerySet
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _

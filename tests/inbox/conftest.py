@@ -24,7 +24,6 @@ def inbox_data(db, personas, channels, inbound):
                                     created_at=now - timedelta(minutes=30), is_email_thread=True,
                                     attachments=[InboundAttachment("receipt.png", "image/png", PNG)]))
     conv = first.message.conversation
-    services.identity_add if hasattr(services, "identity_add") else None
     from customers.services import identity_add
 
     identity_add(customer=conv.customer, kind="whatsapp", value="+4915112345678")
