@@ -99,6 +99,9 @@ def test_channel_screen_shows_webhook_url_but_no_secrets(client, personas, chann
     body = client.get(reverse("helpdesk_admin:channels")).content.decode()
     assert channels.whatsapp.webhook_url in body
     assert "SUPERSECRET-TOKEN-123" not in body
+    # the chat widget snippet, escaped inside a read-only textarea (copy button)
+    assert f'data-threadline-channel=&quot;{channels.chat.uuid}&quot;' in body
+    assert 'data-copy="sn-' in body
 
 
 def test_all_view_only_for_users_who_see_all(client, personas, inbox_data):
