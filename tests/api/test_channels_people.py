@@ -55,7 +55,22 @@ def test_teams_and_agents(api, personas):
     assert [a["username"] for a in agents] == ["bob"]
     assert [a["username"] for a in ana.get("/api/v1/agents/?role=manager").json()["results"]] == ["manager"]
     assert "password" not in ana.get(f"/api/v1/agents/{personas.bob.pk}/").json()
-    assert_error_shape(ana.post("/api/v1/teams/", {"name": "X"}, format="json"), 405)
+    assert_error_shape(ana.post("/api/v1/teams/", {"name": "X"}, format="json"), 403)
+    assert_error_shape(ana.patch(f"/api/v1/agents/{personas.ana.pk}/", {"role": "admin"}, format="json"), 403)
+    admin = api("admin")
+    created = admin.post("/api/v1/teams/", {"name": "Sales", "assignment_mode": "round_robin",
+                                           "members": [personas.ana.pk, personas.bob.pk]}, format="json")
+    assert created.status_code == 201, created.json()
+    sales = created.json()["id"]
+    assert sorted(created.json()["members"]) == sorted([personas.ana.pk, personas.bob.pk])
+    assert "name" in assert_error_shape(admin.post("/api/v1/teams/", {"name": "Sales"}, format="json"),
+                                        400)["errors"]
+    assert admin.patch(f"/api/v1/teams/{sales}/", {"members": [personas.bob.pk]}, format="json").json()[
+        "members"] == [personas.bob.pk]
+    agent = admin.patch(f"/api/v1/agents/{personas.bob.pk}/", {"capacity": 5, "access_all": True,
+                                                                "teams": [personas.tech.pk]}, format="json")
+    assert agent.status_code == 200 and agent.json()["capacity"] == 5 and agent.json()["teams"] == [personas.tech.pk]
+    assert admin.delete(f"/api/v1/teams/{sales}/").status_code == 204
 
 
 def test_survey_responses_scoped(api, world, personas):
@@ -115,7 +130,7 @@ def test_error_shapes_415_413_405_429(api, world, settings, monkeypatch):
     settings.API_MAX_BODY_BYTES = 100
     assert_error_shape(admin.post(url, {"text": "x" * 200}, format="json"), 413)
     settings.API_MAX_BODY_BYTES = 10_000
-    assert_error_shape(admin.put("/api/v1/teams/1/", {}, format="json"), 405)
+    assert_error_shape(admin.delete("/api/v1/agents/1/"), 405)
     from helpdesk.api.throttling import TokenRateThrottle
 
     monkeypatch.setattr(TokenRateThrottle, "THROTTLE_RATES", {"token": "3/min"})
