@@ -132,12 +132,13 @@ def ingest_worker(channel_ids, rate: float, seconds: float, offset: float, start
     out.put({"sent": n, "elapsed": time.perf_counter() - t0, "late": late})
 
 
-def start_server(port: int, log):
+def start_server(port: int, log, deflate: bool = True):
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
     return subprocess.Popen([sys.executable, "-m", "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                             "--port", str(port), "--log-level", "warning", "--no-access-log",
+                             *([] if deflate else ["--ws-per-message-deflate", "false"])],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -257,6 +258,7 @@ def main():
     parser.add_argument("--rate", type=float, default=200.0, help="ingested messages per second")
     parser.add_argument("--visitor-rate", type=float, default=20.0, help="visitor messages per second (all visitors)")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--no-deflate", action="store_true", help="uvicorn --ws-per-message-deflate false")
     parser.add_argument("--ingest-procs", type=int, default=4, help="processes sharing the ingest rate")
     args = parser.parse_args()
 
@@ -283,7 +285,7 @@ def main():
 
     logs = [open(ROOT / "var" / f"bench-rt-{n}.log", "wb") for n in (0, 1)]
     ports = [free_port(), free_port()]
-    servers = [start_server(p, log) for p, log in zip(ports, logs)]
+    servers = [start_server(p, log, deflate=not args.no_deflate) for p, log in zip(ports, logs)]
     bases = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         import httpx
