@@ -73,6 +73,5 @@ def data(sel: Selection) -> dict:
         "by_agent": report.build(_sub(sel, "agent"), only=TABLE_KPIS),
         "distribution": first_response_time.distribution(sel),
         "comments": comments(sel),
-        "segments": cltv.by_segment(sel),
         "live": live_counters(),
     }

@@ -75,6 +75,15 @@ def dashboard(request):
 
 
 @login_required
+def segments(request):
+    """Mean lifetime value per customer segment (a page of its own: it walks every customer)."""
+    _manager(request)
+    sel, errors = _selection(request)
+    return render(request, "metrics/segments.html", {"sel": sel, "errors": errors, "rows": dash.table(sel, "segments"),
+                                                     "query": request.GET.urlencode()})
+
+
+@login_required
 def dashboard_csv(request, table):
     _manager(request)
     if table not in dash.TABLES:

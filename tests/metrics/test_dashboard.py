@@ -30,6 +30,8 @@ def test_dashboard_permissions(personas, play, channels):
     assert r.status_code == 200
     assert b"chart.umd.min.js" in r.content and b"open now" in r.content
     assert login(personas.admin).get("/dashboard/service-levels/").status_code == 200
+    assert login(personas.manager).get("/dashboard/segments/").status_code == 200
+    assert login(personas.ana).get("/dashboard/segments/").status_code == 403
 
 
 def test_dashboard_csv_exports(personas, play, channels):
