@@ -124,6 +124,7 @@ def inbox(request):
     if _is_htmx(request) and request.GET.get("cursor"):
         return render(request, "conversations/_rows.html", context)
     if _is_htmx(request) and request.headers.get("HX-Target") == "inbox-list":
+        context["partial"] = True  # also swaps the save-view form out of band
         return render(request, "conversations/_list.html", context)
     context.update(_chrome(request, view))
     context.update({

@@ -84,6 +84,12 @@ def test_agent_day_in_the_browser(personas, inbox_data, live_server, browser_pag
     expect(page.locator(".conv")).to_have_count(1)
     expect(page.locator(".conv").first).to_contain_text("Lou Park")
     assert "channel=chat" in page.url
+    # the filters can be saved as a named view (the form follows the htmx-applied filters)
+    page.fill("#sv-name", "Billing chats")
+    page.click(".save-view button")
+    expect(page.locator(".views.saved")).to_contain_text("Billing chats")
+    page.click(".views.saved a")
+    expect(page.locator(".conv")).to_have_count(1)
 
     # search with the keyboard: "/" focuses the search box
     page.keyboard.press("Escape")

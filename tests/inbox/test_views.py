@@ -429,3 +429,12 @@ def test_no_open_redirect(client, personas, nxt):
     assert r.status_code == 302 and r["Location"] == "/"
     r = client.post(reverse("conversations:bulk"), {"action": "resolve", "ids": [], "next": nxt})
     assert r["Location"] == reverse("conversations:inbox")
+
+
+def test_htmx_list_fragment_updates_save_view_form_out_of_band(client, personas, inbox_data):
+    login(client, personas.ana)
+    full = client.get("/?view=unassigned&channel=chat").content.decode()
+    assert full.count('id="save-view"') == 1
+    part = client.get("/?view=unassigned&channel=chat", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="inbox-list")
+    body = part.content.decode()
+    assert "<html" not in body and 'hx-swap-oob="true"' in body and "channel=chat" in body
