@@ -39,7 +39,7 @@ from . import config as chat_settings
 log = logging.getLogger(__name__)
 
 MAX_FRAME = 64 * 1024
-NEW_TOKENS_PER_IP = 30  # per 10 minutes
+NEW_TOKENS_PER_IP = 120  # per 10 minutes (a shop behind one NAT has many visitors)
 TYPING_MIN_INTERVAL = 1.0
 
 
