@@ -45,7 +45,7 @@ def rows(sel) -> list[tuple]:
             lst.sort()
         best: dict = {}
         for g, cust, resolved in (facts.annotate(g=group_annotation(sel, DIMS))
-                                  .values_list("g", "customer_id", "resolved_at").iterator(chunk_size=20000)):
+                                  .values_list("g", "customer_id", "resolved_at")):
             if sel.group_by is None:
                 key = None
             elif sel.group_by in TIME_GROUPINGS:
