@@ -143,3 +143,31 @@ def test_offline_widget_captures_an_email(personas, browser, server):
         raise
     finally:
         ctx.close()
+
+
+def test_real_inbox_shows_a_chat_message_without_reload(personas, channels, client, browser, server):
+    """The inbox page (another area, which includes realtime.js from base.html) updates live."""
+    client.force_login(personas.ana)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    agent_ctx = browser.new_context()
+    agent_ctx.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "domain": "127.0.0.1",
+                            "path": "/"}])
+    agent = agent_ctx.new_page()
+    visitor_ctx = browser.new_context()
+    visitor = visitor_ctx.new_page()
+    try:
+        agent.goto(server.base + "/")
+        agent.get_by_role("link", name="Unassigned").click()  # a new chat is nobody's yet
+        agent.wait_for_function("window.ThreadlineRealtime && window.ThreadlineRealtime.state === 'open'")
+        visitor.goto(f"{server.base}/widget/demo/{channels.chat.uuid}/")
+        visitor.locator(".tl-launcher").click()
+        box = visitor.get_by_label("Message")
+        box.fill("Is the blue kettle back in stock?")
+        box.press("Enter")
+        agent.get_by_text("Is the blue kettle back in stock?").first.wait_for(timeout=15000)
+    except Exception:
+        _shoot([visitor, agent], "chat-inbox")
+        raise
+    finally:
+        agent_ctx.close()
+        visitor_ctx.close()
