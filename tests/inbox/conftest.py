@@ -40,3 +40,11 @@ def inbox_data(db, personas, channels, inbound):
     return SimpleNamespace(conv=conv, chat=chat.message.conversation, tech=tech.message.conversation,
                            customer=conv.customer)
 
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the test item (browser tests save a screenshot on failure)."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

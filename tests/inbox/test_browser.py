@@ -42,19 +42,12 @@ def browser_page(request):
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.js_errors = errors
         yield page
-        report = getattr(request.node, "rep_call", None)
-        if report is None or report.failed:
+        report = getattr(request.node, "rep_call", None)  # set by tests/inbox/conftest.py
+        if report is not None and report.failed:
             RESULTS.mkdir(exist_ok=True)
             page.screenshot(path=str(RESULTS / f"{request.node.name}.png"), full_page=True)
         context.close()
         browser.close()
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
 
 
 def shot(page, name: str) -> None:
