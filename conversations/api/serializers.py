@@ -36,9 +36,10 @@ class TeamBriefSerializer(serializers.Serializer):
 
 
 class ConversationSerializer(serializers.ModelSerializer):
-    customer = CustomerBriefSerializer(read_only=True)
-    assignee = AgentBriefSerializer(read_only=True, allow_null=True)
-    team = TeamBriefSerializer(read_only=True, allow_null=True)
+    # plain dicts instead of nested serializers: a list page builds 3 fewer serializers per row
+    customer = serializers.SerializerMethodField()
+    assignee = serializers.SerializerMethodField()
+    team = serializers.SerializerMethodField()
     tags = serializers.SerializerMethodField()
     channel = serializers.SerializerMethodField(help_text="Channel kind the customer last wrote on (or started on).")
     messages_url = serializers.SerializerMethodField()
@@ -50,6 +51,21 @@ class ConversationSerializer(serializers.ModelSerializer):
                   "waiting_since", "first_inbound_at", "first_reply_at", "snoozed_until", "resolved_at",
                   "follow_up_of", "created_at", "updated_at", "messages_url"]
         read_only_fields = fields
+
+    @extend_schema_field(CustomerBriefSerializer)
+    def get_customer(self, obj) -> dict:
+        return {"id": obj.customer_id, "name": obj.customer.name}
+
+    @extend_schema_field(AgentBriefSerializer(allow_null=True))
+    def get_assignee(self, obj) -> dict | None:
+        user = obj.assignee
+        if user is None:
+            return None
+        return {"id": user.pk, "username": user.username, "name": user.name, "email": user.email}
+
+    @extend_schema_field(TeamBriefSerializer(allow_null=True))
+    def get_team(self, obj) -> dict | None:
+        return {"id": obj.team.pk, "name": obj.team.name} if obj.team_id else None
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_tags(self, obj) -> list[str]:
