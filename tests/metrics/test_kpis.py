@@ -48,3 +48,41 @@ def test_basic_frt_response_resolution(play, channels, personas):
     assert m["fcr_rate"] == 1.0
     assert m["fcr_provisional"]["count"] == 0
     assert m["repeat_contact_rate"] == 0.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_groupings_and_filters(play, channels, personas):
+    # given: a chat answered by ana (billing) and an email answered by bob after a move to Tech
+    from conversations import services
+
+    a = play.inbound(channels.chat, "kim", "2026-03-02 09:00").message.conversation
+    play.reply(a, personas.ana, "2026-03-02 09:10")
+    play.resolve(a, "2026-03-02 09:30")
+    b = play.inbound(channels.email, "lee@x.org", "2026-03-09 09:00").message.conversation
+    services.assign(conversation=b, agent=personas.bob, team=personas.tech, set_team=True, at=T("2026-03-09 09:05"))
+    play.reply(b, personas.bob, "2026-03-09 09:40")
+    play.resolve(b, "2026-03-09 10:00")
+    # by channel: FRT grouped by the channel of the first inbound message
+    rows = {r["channel"]: r for r in run(Selection(date(2026, 3, 1), date(2026, 3, 31), group_by="channel"))}
+    assert rows["chat"]["first_response_time"]["mean"] == 600.0
+    assert rows["email"]["first_response_time"]["mean"] == 2400.0
+    # by team: team at reply / at resolution
+    rows = {r["team"]: r for r in run(Selection(date(2026, 3, 1), date(2026, 3, 31), group_by="team"))}
+    assert rows["Tech"]["first_response_time"]["count"] == 1 and rows["Tech"]["volume"]["resolved"] == 1
+    assert rows["Billing"]["first_response_time"]["mean"] == 600.0
+    # by week (Monday) and month
+    rows = {r["week"]: r for r in run(Selection(date(2026, 3, 1), date(2026, 3, 31), group_by="week"))}
+    assert rows["2026-03-02"]["volume"]["created"] == 1 and rows["2026-03-09"]["volume"]["created"] == 1
+    rows = run(Selection(date(2026, 3, 1), date(2026, 3, 31), group_by="month"))
+    assert [r["month"] for r in rows] == ["2026-03-01"] and rows[0]["volume"]["resolved"] == 2
+    # filters
+    only_bob = run(Selection(date(2026, 3, 1), date(2026, 3, 31), agent_id=personas.bob.pk))[0]
+    assert only_bob["first_response_time"]["mean"] == 2400.0
+    only_chat = run(Selection(date(2026, 3, 1), date(2026, 3, 31), channel="chat"))[0]
+    assert only_chat["volume"] == {"created": 1, "resolved": 1, "reopened": 0}
+    only_billing = run(Selection(date(2026, 3, 1), date(2026, 3, 31), team_id=personas.billing.pk))[0]
+    assert only_billing["resolution_time"]["mean"] == 1800.0
+    # previous-period comparison: the same length just before
+    sel = Selection(date(2026, 3, 9), date(2026, 3, 15))
+    assert (sel.previous().start, sel.previous().end) == (date(2026, 3, 2), date(2026, 3, 8))
+    assert run(sel.previous())[0]["volume"]["created"] == 1
