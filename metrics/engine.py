@@ -219,8 +219,11 @@ def _to_fact(base: F.Base) -> ConversationFact:
 class _FactView:
     """Adapter so facts.contributions can read a ConversationFact row."""
 
-    def __init__(self, fact: ConversationFact):
+    def __init__(self, fact: ConversationFact, base: F.Base | None = None):
         self.f = fact
+        if base is not None:  # the datetimes are at hand: no need to parse the stored ISO strings
+            self.reopens, self.responses = base.reopens, base.responses
+            return
         self.reopens = [(datetime.fromisoformat(a), ag, t) for a, ag, t in fact.reopens]
         self.responses = [(datetime.fromisoformat(a), s, k, ag, t) for a, s, k, ag, t in fact.responses]
 
@@ -228,7 +231,7 @@ class _FactView:
         return getattr(self.f, name)
 
 
-def _finish(fact: ConversationFact, other_starts: list[datetime], now: datetime) -> dict:
+def _finish(fact: ConversationFact, other_starts: list[datetime], now: datetime, base=None) -> dict:
     """Set the cross-conversation and time-dependent fields; return the new contributions."""
     fcr, final, repeat, end = F.fcr_verdict(fact, other_starts, now)
     fact.fcr, fact.fcr_final, fact.repeat_contact, fact.fcr_window_end = fcr, final, repeat, end
@@ -241,7 +244,7 @@ def _finish(fact: ConversationFact, other_starts: list[datetime], now: datetime)
         fact.sla_met = None
     if fact.fcr_final or fact.fcr_window_end is None:
         fact.fcr_window_end = None if fact.fcr_final else fact.fcr_window_end
-    fact.contrib = F.contributions(_FactView(fact))
+    fact.contrib = F.contributions(_FactView(fact, base))
     return fact.contrib
 
 
@@ -401,10 +404,11 @@ def recompute_all(progress=None, chunk: int = 5000, now: datetime | None = None)
                 break
             rng = (ids[0], ids[-1])
             lo = ids[-1]
-            facts = [_to_fact(b) for b in _bases(None, context, id_range=rng)]
-            for fact in facts:
+            bases = _bases(None, context, id_range=rng)
+            facts = [_to_fact(b) for b in bases]
+            for fact, base in zip(facts, bases):
                 others = [s for c, s in starts.get(fact.customer_id, ()) if c != fact.conversation_id]
-                _add(acc, _finish(fact, others, now), 1)
+                _add(acc, _finish(fact, others, now, base), 1)
             _bulk_insert(facts)
             ResponseFact.objects.bulk_create(_response_rows(facts), batch_size=5000)
             total += len(ids)

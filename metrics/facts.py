@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from conversations.models import AuthorType, EventKind
 
-from .businesshours import business_seconds, local_day
+from .businesshours import _account_tz, business_seconds, local_day
 
 
 @dataclass
@@ -228,9 +228,10 @@ def ms(seconds: float | None) -> int:
 def contributions(fact) -> dict:
     """What one fact adds to DailyRollup: {"day|channel|agent|team": {column: value}}."""
     out: dict[str, dict[str, int]] = {}
+    tz = _account_tz()
 
     def add(at, channel, agent, team, **cols):
-        key = f"{local_day(at).isoformat()}|{channel or ''}|{agent or 0}|{team or 0}"
+        key = f"{at.astimezone(tz).date().isoformat()}|{channel or ''}|{agent or 0}|{team or 0}"
         row = out.setdefault(key, {})
         for col, val in cols.items():
             if val:
