@@ -298,11 +298,27 @@ def _conversation_context(request, conversation: Conversation) -> dict:
         "teams": Team.objects.all(), "agents": User.objects.filter(is_active=True).order_by("username"),
         "statuses": Status.choices, "priorities": Priority.choices, "viewers": viewers,
         "typing": [t for t in typing if t.get("id") != request.user.pk],
+        "whatsapp_window": _whatsapp_window(default, conversation),
         "log_call_url": url_or_none("log_call", conversation.pk) or url_or_none("channels_app:log_call",
                                                                                conversation.pk),
         "now": timezone.now(),
     })
     return context
+
+
+def _whatsapp_window(channel, conversation) -> dict | None:
+    """The WhatsApp customer service window (24 h after the customer's last message), if the
+    default reply channel is WhatsApp: outside it only approved templates can be sent."""
+    if channel is None or channel.kind != "whatsapp":
+        return None
+    try:
+        from channels_app.adapters.whatsapp.adapter import window_closes_at
+    except ImportError:
+        return None
+    closes = window_closes_at(channel, conversation.customer_id)
+    if closes is None:
+        return None
+    return {"closes": closes, "open": closes > timezone.now()}
 
 
 def _reason_text(reason: dict) -> str:

@@ -193,6 +193,7 @@ def test_conversation_timeline_shows_channels_events_and_unread(client, personas
     assert "ch-email" in body and "ch-whatsapp" in body
     assert "receipt.png" in body
     assert "last wrote on WhatsApp" in body
+    assert "WhatsApp window open for" in body  # Kim wrote on WhatsApp 3 minutes ago
     # now read: the unread dot is gone for this conversation
     row = client.get("/?view=unassigned&channel=whatsapp").content.decode()
     assert "class=\"dot\"" not in row
