@@ -305,16 +305,16 @@ def import_conversation(obj: dict, cache: _Cache):
                 continue
             if conversation is None:  # status events before the first message: apply after it
                 continue
-            conversation.refresh_from_db()
+            # the services keep the instance they are given current (or return a fresh one)
             if item["type"] == "assigned":
                 agent = cache.agent(item["agent"]) if item.get("agent") else None
                 conv_services.assign(conversation=conversation, agent=agent, at=at)
             elif item["type"] == "unassigned":
                 conv_services.assign(conversation=conversation, agent=None, at=at)
             elif item["type"] == "resolved":
-                conv_services.resolve_conversation(conversation=conversation, at=at)
+                conversation = conv_services.resolve_conversation(conversation=conversation, at=at)
             elif item["type"] == "reopened":
-                conv_services.reopen(conversation=conversation, at=at)
+                conversation = conv_services.reopen(conversation=conversation, at=at)
     return conversation.pk, count
 
 
@@ -338,7 +338,7 @@ def _import_message(conversation, m, at, obj, customer, identity, team, cache, e
             raise ObjectError({"messages": ["An inbound message could not be threaded into its conversation."]})
         if conversation is None:
             _adopt(conv, ext, obj, team, priority, at)
-        return Conversation.objects.get(pk=conv.pk)
+        return conv
     if conversation is None:
         conversation = _start_outbound(customer, m, at, obj, team, cache, ext, priority)
     if direction == "note":
@@ -348,7 +348,6 @@ def _import_message(conversation, m, at, obj, customer, identity, team, cache, e
     channel = cache.channel(m.get("channel"))
     automated = bool(m.get("automated"))
     author = None if automated else cache.agent(m["author"])
-    conversation.refresh_from_db()
     recipient = conv_services.recipient_for(customer, channel.kind)
     # history is stored as already sent: no provider is called (deliver=False)
     conv_services._do_reply(conversation=conversation, author=author, body=body, html=m.get("html") or "",
