@@ -7,7 +7,7 @@ from conversations.models import ACTIVE_STATUSES, Conversation
 from helpdesk.models import User
 
 from . import report, sla
-from .kpis import cltv, first_response_time
+from .kpis import cltv, first_response_time, response_time
 from .kpis.base import Selection
 from .models import SurveyInvitation
 
@@ -55,6 +55,7 @@ def live_counters() -> dict:
     return {
         "open_now": active.count(),
         "waiting_past_sla": len(sla.waiting_past_sla()),
+        "awaiting_reply": response_time.awaiting_reply(),
         "agents_online": User.objects.filter(is_active=True, availability="online").count(),
     }
 

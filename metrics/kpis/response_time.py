@@ -14,8 +14,12 @@ def compute(sel) -> dict:
 
 
 def awaiting_reply(sel=None) -> int:
-    """Conversations whose latest customer turn has no public reply yet (now)."""
-    qs = ConversationFact.objects.filter(awaiting_since__isnull=False)
+    """Active conversations whose latest customer turn has no public reply yet (now)."""
+    from conversations.models import ACTIVE_STATUSES, Conversation
+
+    qs = ConversationFact.objects.filter(
+        awaiting_since__isnull=False,
+        conversation_id__in=Conversation.objects.filter(status__in=ACTIVE_STATUSES).values("pk"))
     if sel is not None:
         qs = filter_dims(qs, sel, channel="origin_kind", agent="resolution_agent_id", team="initial_team_id")
     return qs.count()

@@ -28,6 +28,9 @@ def test_no_reply_yet(play, channels):
     assert m["volume"] == {"created": 1, "resolved": 0, "reopened": 0}
     assert m["fcr_rate"] is None and m["one_touch_rate"] is None  # nothing to measure: null, not 0
     assert ConversationFact.objects.get().awaiting_since == T("2026-03-02 09:00")
+    from metrics.kpis.response_time import awaiting_reply
+
+    assert awaiting_reply() == 1  # the unanswered turn is "awaiting reply", not averaged
 
 
 def test_outbound_first_has_no_frt(play, channels, personas):
