@@ -430,3 +430,16 @@ def rollup_snapshot() -> dict:
         if vals:
             out[(str(row["day"]), row["channel"], row["agent_id"], row["team_id"])] = vals
     return out
+
+
+def conversations_changed(conversation_ids) -> None:
+    """The hot path's entry point (conversations.services.ingest): mark the
+    conversations dirty inside the caller's transaction (no extra round trip
+    after commit) and schedule one debounced flush once it commits."""
+    mark_dirty(conversation_ids)
+    transaction.on_commit(_flush_unless_suspended)
+
+
+def _flush_unless_suspended() -> None:
+    if not _suspended["depth"]:
+        schedule_flush()
