@@ -22,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
+# bench/email.py would shadow the standard library's email package
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
 os.environ.setdefault("SECRET_KEY", "bench-only")

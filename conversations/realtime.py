@@ -109,10 +109,12 @@ def _conversation_payload(conversation) -> dict:
     }
 
 
-def publish_message(message_id: int, conversation_created: bool = False) -> None:
+def publish_message(message_id: int, conversation_created: bool = False, message=None) -> None:
+    """`message` (with its conversation attached and current) saves a query on the hot path."""
     from .models import Message
 
-    msg = Message.objects.select_related("conversation").filter(pk=message_id).first()
+    msg = message if message is not None else (
+        Message.objects.select_related("conversation").filter(pk=message_id).first())
     if msg is None:
         return
     conv = msg.conversation

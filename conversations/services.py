@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -105,10 +105,6 @@ def ingest(msg: InboundMessage) -> IngestResult:
     message with created=False. Side effects (realtime, automation, metrics)
     run after commit.
     """
-    if msg.external_id:
-        existing = Message.objects.filter(channel=msg.channel, external_id=msg.external_id).first()
-        if existing:
-            return IngestResult(existing, created=False)
     identities = _normalized_identities(msg)
     try:
         with transaction.atomic():
@@ -128,10 +124,14 @@ def _ingest(msg: InboundMessage, identities) -> IngestResult:
     at = msg.created_at or now
     channel = msg.channel
     kind = channel.kind
-    customer, _new = customer_resolve(identities=identities, name=msg.name, at=at, language=msg.language)
     # Serialize everything that threads messages of one customer: two messages
     # of the same customer at the same instant must agree on one conversation.
-    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    # The lookup locks the customer row (PostgreSQL); a customer created here is
+    # invisible to others until commit; SQLite serializes whole transactions.
+    customer, _new = customer_resolve(identities=identities, name=msg.name, at=at, language=msg.language,
+                                      lock=True)
+    if not connection.features.has_select_for_update_of and connection.features.has_select_for_update:
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
 
     conversation, reopen = _thread(msg, customer, at)
     conversation_created = conversation is None
@@ -188,9 +188,11 @@ def _ingest(msg: InboundMessage, identities) -> IngestResult:
     if cust_updates:
         Customer.objects.filter(pk=customer.pk).update(**cust_updates)
 
-    event_ids = [e.pk for e in events if e.pk]
-    message_id, conversation_id = message.pk, conversation.pk
-    transaction.on_commit(lambda: _after_ingest(conversation_id, message_id, conversation_created, event_ids))
+    from metrics import engine as metrics_engine
+
+    metrics_engine.conversations_changed([conversation.pk])
+    message.conversation = conversation
+    transaction.on_commit(lambda: _after_ingest(message, conversation_created))
     return IngestResult(message, created=True, conversation_created=conversation_created, reopened=reopen,
                         channel_switched=bool(switched))
 
@@ -218,12 +220,11 @@ def _after_inbound_fields(conversation, channel, at, now, message, reopen, autom
     return updates
 
 
-def _after_ingest(conversation_id: int, message_id: int, conversation_created: bool, event_ids) -> None:
+def _after_ingest(message: Message, conversation_created: bool) -> None:
     from . import tasks
 
-    realtime.publish_message(message_id, conversation_created=conversation_created)
-    tasks.after_ingest.delay(message_id, conversation_created)
-    _events_committed(event_ids)
+    realtime.publish_message(message.pk, conversation_created=conversation_created, message=message)
+    tasks.after_ingest.delay(message.pk, conversation_created)
 
 
 def _preview(msg: InboundMessage) -> str:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import phonenumbers
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -71,7 +71,7 @@ def find_customer(identities: list[tuple[str, str]]) -> Customer | None:
 
 
 def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: datetime | None = None,
-                     language: str = "") -> tuple[Customer, bool]:
+                     language: str = "", lock: bool = False) -> tuple[Customer, bool]:
     """Return the customer owning any of these identities, creating one if none does.
 
     Identities must be normalized. Safe under concurrency: two callers with the
@@ -80,9 +80,11 @@ def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: d
     """
     at = at or timezone.now()
     for _attempt in range(3):
-        matches = list(
-            Identity.objects.filter(_or(identities)).select_related("customer").order_by("created_at", "id")
-        )
+        qs = Identity.objects.filter(_or(identities)).select_related("customer").order_by("created_at", "id")
+        if lock and connection.features.has_select_for_update_of:
+            # lock the customer row with the same query that finds it
+            qs = qs.select_for_update(of=("customer",))
+        matches = list(qs)
         if matches:
             customer = matches[0].customer
             _attach_missing(customer, identities, matches, at)

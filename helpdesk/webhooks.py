@@ -37,6 +37,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
@@ -105,6 +106,7 @@ def _check(url: str, events) -> list[str]:
 
 def subscription_create(*, owner, url: str, events, name: str = "") -> WebhookSubscription:
     events = _check(url, events)
+    _forget_wanted_events()
     return WebhookSubscription.objects.create(owner=owner, url=url, events=events, name=name[:100])
 
 
@@ -124,6 +126,7 @@ def subscription_update(*, subscription: WebhookSubscription, **fields) -> Webho
     elif fields.get("active") is False:
         subscription.active = False
     subscription.save()
+    _forget_wanted_events()
     return subscription
 
 
@@ -189,9 +192,30 @@ def survey_answered(invitation) -> None:
     transaction.on_commit(later)
 
 
+_WANTED_EVENTS = "webhooks:wanted-events"
+
+
+def _wanted_events() -> set:
+    """The events some active subscription wants, from the cache: emit() runs
+    after every ingest, and most installations have no subscription for most
+    events. A superset is harmless (emit re-checks in the database)."""
+    wanted = cache.get(_WANTED_EVENTS)
+    if wanted is None:
+        wanted = set()
+        for events in WebhookSubscription.objects.filter(active=True).values_list("events", flat=True):
+            wanted.update(events or [])
+        cache.set(_WANTED_EVENTS, wanted, 300)
+    return wanted
+
+
+def _forget_wanted_events() -> None:
+    cache.delete(_WANTED_EVENTS)
+    transaction.on_commit(lambda: cache.delete(_WANTED_EVENTS))
+
+
 def emit(event: str, obj) -> list[int]:
     """Queue `event` for every active subscription that wants it. Returns delivery ids."""
-    if event not in WEBHOOK_EVENT_NAMES:
+    if event not in WEBHOOK_EVENT_NAMES or event not in _wanted_events():
         return []
     subscriptions = [s for s in WebhookSubscription.objects.filter(active=True).select_related("owner")
                      if event in (s.events or [])]

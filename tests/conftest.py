@@ -98,3 +98,12 @@ def _celery_eager():
     app.conf.task_eager_propagates = True
     yield
     app.conf.task_always_eager = old
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache (rate limits, hints, presence)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
