@@ -1,4 +1,4 @@
-"""The integrations docs/api.md shows, run as written (through the test client)."""
+"""The integrations README.md shows, run as written (through the test client)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 
 def test_inbound_message_through_api_channel_then_list_and_reply(api, personas, channels):
     ana = api("ana")
-    # POST /hooks/api/<uuid>/ with a token, the payload of docs/api.md
+    # POST /hooks/api/<uuid>/ with a token, the payload of README.md
     payload = {"external_id": "app-msg-1001", "from": {"kind": "email", "value": "kim@example.org"},
                "name": "Kim Lee", "subject": "Card declined", "text": "My card is declined at checkout"}
     url = f"/hooks/api/{channels.api.uuid}/"

@@ -20,7 +20,7 @@ from .conftest import assert_error_shape
 
 
 def verify_like_the_docs(secret: str, headers: dict, body: bytes, tolerance: int = 300) -> bool:
-    """The receiver recipe of docs/api.md, verbatim in spirit: HMAC-SHA256 over
+    """The receiver recipe of README.md, verbatim in spirit: HMAC-SHA256 over
     "<timestamp>.<raw body>", constant-time compare, reject stale timestamps."""
     timestamp = headers["X-Threadline-Timestamp"]
     signature = headers["X-Threadline-Signature"]
