@@ -12,3 +12,6 @@ def auto_acknowledge_hook(message, conversation_created: bool) -> None:
     except ImportError:
         return
     maybe_acknowledge(message, conversation_created)
+
+
+auto_acknowledge_hook.wants = lambda message, created: bool(message.channel and message.channel.settings.get("auto_ack"))

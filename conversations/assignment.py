@@ -52,3 +52,12 @@ def auto_assign_hook(message, conversation_created: bool) -> None:
     conversation = message.conversation
     if conversation.assignee_id is None and conversation.status != "resolved":
         auto_assign(conversation)
+
+
+def _auto_assign_wanted(message, conversation_created: bool) -> bool:
+    conversation = message.conversation
+    return (conversation.assignee_id is None and conversation.team_id is not None
+            and conversation.status != "resolved")
+
+
+auto_assign_hook.wants = _auto_assign_wanted

@@ -38,6 +38,21 @@ def _run(hooks, *args) -> None:
             log.exception("automation hook %s failed", path)
 
 
+def wanted(message, conversation_created: bool) -> bool:
+    """Whether any after-ingest hook has work for this message. A hook may carry
+    a cheap in-process `wants(message, conversation_created)` predicate; one
+    without it is always run. Saves a task per message on the hot path."""
+    for path in AFTER_INGEST_HOOKS:
+        try:
+            fn = import_string(path)
+        except ImportError:
+            continue
+        wants = getattr(fn, "wants", None)
+        if wants is None or wants(message, conversation_created):
+            return True
+    return False
+
+
 def after_ingest(message_id: int, conversation_created: bool) -> None:
     message = Message.objects.select_related("conversation", "channel").filter(pk=message_id).first()
     if message is None:

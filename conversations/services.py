@@ -223,8 +223,11 @@ def _after_inbound_fields(conversation, channel, at, now, message, reopen, autom
 def _after_ingest(message: Message, conversation_created: bool) -> None:
     from . import tasks
 
+    from . import automation
+
     realtime.publish_message(message.pk, conversation_created=conversation_created, message=message)
-    tasks.after_ingest.delay(message.pk, conversation_created)
+    if automation.wanted(message, conversation_created):
+        tasks.after_ingest.delay(message.pk, conversation_created)
 
 
 def _preview(msg: InboundMessage) -> str:

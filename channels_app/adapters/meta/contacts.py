@@ -74,3 +74,11 @@ def contact_details_hook(message, conversation_created: bool) -> None:
         meta = dict(message.meta or {})
         meta["notes"] = [*meta.get("notes", []), *notes]
         Message.objects.filter(pk=message.pk).update(meta=meta)
+
+
+def _contact_details_wanted(message, conversation_created: bool) -> bool:
+    return (message.direction == "inbound" and not message.automated and message.channel_kind in KINDS
+            and bool(find_contact_details(message.body_text or "")))
+
+
+contact_details_hook.wants = _contact_details_wanted
