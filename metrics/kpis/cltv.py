@@ -4,7 +4,6 @@ of a group. In the metrics API the customers of a group are those with a
 resolution dated in the period in that group (kpis.customer_base)."""
 from __future__ import annotations
 
-from collections import defaultdict
 from decimal import Decimal
 
 from . import customer_base
@@ -13,11 +12,8 @@ NAME = "cltv"
 
 
 def compute(sel) -> dict:
-    values: dict = defaultdict(dict)
-    for key, cust, ltv, _rank in customer_base.rows(sel):
-        values[key][cust] = ltv or Decimal(0)
-    return {key: str((sum(v.values(), Decimal(0)) / len(v)).quantize(Decimal("0.01")))
-            for key, v in values.items() if v}
+    return {key: str((g["ltv_sum"] / g["customers"]).quantize(Decimal("0.01")))
+            for key, g in customer_base.groups(sel).items() if g["customers"]}
 
 
 def by_segment(sel) -> list[dict]:
