@@ -154,11 +154,8 @@ def main():
     django.setup()
     from django.core.management import call_command
     from django.db import connection
-    from django.test import Client
-    from django.utils import timezone
 
     from conversations.models import Conversation, Message
-    from helpdesk.models import User
     from metrics import engine
 
     from django.conf import settings

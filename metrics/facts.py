@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from conversations.models import AuthorType, EventKind
 
-from .businesshours import _account_tz, business_seconds, local_day
+from .businesshours import _account_tz, business_seconds
 
 
 @dataclass

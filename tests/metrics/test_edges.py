@@ -6,7 +6,6 @@ from datetime import date
 import pytest
 from django.utils import timezone
 
-from conversations import services
 from customers.services import customer_merge
 from metrics import report
 from metrics.kpis.base import Selection
@@ -34,7 +33,7 @@ def test_no_reply_yet(play, channels):
 
 
 def test_outbound_first_has_no_frt(play, channels, personas):
-    r = play.inbound(channels.chat, "kim", "2026-03-02 09:00")
+    play.inbound(channels.chat, "kim", "2026-03-02 09:00")
     # an agent-started conversation: build it through the importer path (outbound first)
     from metrics import importer
 

@@ -5,9 +5,8 @@ from datetime import date
 
 import pytest
 
-from metrics import engine, report
+from metrics import report
 from metrics.kpis.base import Selection
-from metrics.models import ConversationFact
 
 from .conftest import T
 

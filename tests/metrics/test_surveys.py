@@ -1,7 +1,7 @@
 """Survey rules (KPI.md): once per conversation, cooldown per customer, answers, response rate."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from django.test import Client
