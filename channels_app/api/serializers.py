@@ -3,6 +3,8 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from helpdesk.api.validators import no_nul
+
 from channels_app.models import SECRET_KEYS, Channel, ChannelKind
 from conversations.models import Team
 
@@ -39,7 +41,11 @@ class ChannelSerializer(serializers.ModelSerializer):
         data["settings"] = {k: v for k, v in (instance.settings or {}).items() if k not in SECRET_KEYS}
         return data
 
+    def validate_settings(self, value):
+        return no_nul(value)
+
     def validate(self, attrs):
         if self.instance is not None and "kind" in attrs and attrs["kind"] != self.instance.kind:
             raise serializers.ValidationError({"kind": ["The kind of a channel cannot change."]})
         return attrs
+

@@ -3,6 +3,8 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
+from helpdesk.api.validators import no_nul
+
 from customers.models import Customer, Identity, IdentityKind, Order
 
 
@@ -24,7 +26,7 @@ class IdentitySerializer(serializers.ModelSerializer):
 class CustomerSerializer(serializers.ModelSerializer):
     identities = IdentitySerializer(many=True, required=False)
     external_id = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
-    attributes = serializers.DictField(required=False)
+    attributes = serializers.DictField(required=False, validators=[no_nul])
 
     class Meta:
         model = Customer

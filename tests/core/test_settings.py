@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_manage(args, extra_env, tmp_path):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTEST_VERSION", "DEBUG", "SECRET_KEY", "REDIS_URL", "DATABASE_URL", "ALLOWED_HOSTS")}
+           if k not in ("PYTEST_VERSION", "DEBUG", "SECRET_KEY", "REDIS_URL", "DATABASE_URL", "ALLOWED_HOSTS",
+                     "DJANGO_ALLOW_ASYNC_UNSAFE")}
     env.update({"VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "helpdesk.settings"})
     env.update(extra_env)
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
