@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
@@ -12,6 +12,8 @@ from rest_framework.settings import api_settings
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from helpdesk.api.errors import ErrorSerializer
 
 from .. import importer, report
 from ..models import ImportJob
@@ -94,6 +96,9 @@ class CSVRenderer(BaseRenderer):
         return data if isinstance(data, (str, bytes)) else report.to_csv(data if isinstance(data, list) else [data])
 
 
+_MetricsGroup = type(inline_serializer("MetricsGroup", METRICS_FIELDS))
+
+
 class MetricsView(APIView):
     permission_classes = [IsManager]
     renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CSVRenderer]
@@ -109,7 +114,12 @@ class MetricsView(APIView):
             OpenApiParameter("agent", str, description="Agent id or email"),
             OpenApiParameter("format", str, enum=["json", "csv"]),
         ],
-        responses={200: inline_serializer("MetricsGroup", METRICS_FIELDS, many=True)},
+        responses={200: PolymorphicProxySerializer(
+            component_name="MetricsResult",
+            serializers=[_MetricsGroup(), _MetricsGroup(many=True)],
+            resource_type_field_name=None, many=False,
+            # one object for the whole selection without group_by, a list of groups with it
+        ), 400: ErrorSerializer},
     )
     def get(self, request, format=None):
         try:
