@@ -12,6 +12,8 @@ commas (?status=open,pending).
 """
 from __future__ import annotations
 
+from datetime import timezone as dt_timezone
+
 import django_filters
 from django import forms
 from django.db.models import Q
@@ -68,7 +70,11 @@ class _DateOrDateTimeField(forms.DateTimeField):
             raise forms.ValidationError(_("Enter a date (YYYY-MM-DD) or an ISO 8601 date-time."), code="invalid")
         if timezone.is_naive(parsed):
             parsed = timezone.make_aware(parsed)
-        return parsed
+        try:
+            # PostgreSQL refuses offsets beyond ±15:59: normalize to UTC (a 400, never a 500)
+            return parsed.astimezone(dt_timezone.utc)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError(_("Date and time out of range."), code="overflow")
 
 
 class DateTimeRangeFilter(django_filters.DateTimeFilter):

@@ -175,4 +175,7 @@ def record_answer(*, invitation: SurveyInvitation, score=None, comment: str | No
             services.record_event(inv.conversation, EventKind.SURVEY_ANSWERED, at=at, actor_type="customer",
                                   data={"kind": inv.kind, "score": inv.score, "invitation": inv.pk,
                                         "channel": inv.channel_kind})
+            from helpdesk.webhooks import survey_answered
+
+            survey_answered(inv)  # the survey.answered webhook, after commit
     return inv

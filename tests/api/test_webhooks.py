@@ -268,3 +268,20 @@ def test_old_finished_deliveries_are_pruned(personas, receiver, settings):
     assert webhooks.prune_log() == 2
     assert not WebhookDelivery.objects.filter(pk__in=[d.pk for d in gone]).exists()
     assert WebhookDelivery.objects.filter(pk__in=[d.pk for d in kept]).count() == 2
+
+
+def test_survey_answered_is_emitted(personas, channels, inbound, django_capture_on_commit_callbacks):
+    from conversations import services
+    from metrics.models import SurveyInvitation
+    from metrics.surveys import record_answer
+
+    sub = webhooks.subscription_create(owner=personas.admin, url="https://hooks.example.com/x",
+                                       events=["survey.answered"])
+    conv = services.ingest(inbound(channels.api, "email", "kim@example.org")).message.conversation
+    inv = SurveyInvitation.objects.create(conversation=conv, customer=conv.customer, kind="csat",
+                                          channel_kind="api")
+    with django_capture_on_commit_callbacks(execute=True):
+        record_answer(invitation=inv, score=5)
+    delivery = WebhookDelivery.objects.get(subscription=sub)
+    assert delivery.event == "survey.answered"
+    assert delivery.payload["data"]["survey_response"]["score"] == 5
