@@ -72,6 +72,9 @@ class Identity(models.Model):
                             default=models.F("kind"), output_field=models.CharField()),
                 "value", name="identity_unique_kind_value"),
         ]
+        # lookups filter on value (and a set of kinds); the unique index above
+        # leads with an expression and cannot serve them
+        indexes = [models.Index(fields=["value"], name="identity_value")]
         ordering = ["kind", "created_at"]
         verbose_name = _("identity")
         verbose_name_plural = _("identities")
