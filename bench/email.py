@@ -298,8 +298,10 @@ def ensure_django_helpdesk() -> Path:
     python = DH_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(DH_VENV)], check=True)
+    # run from /tmp: in this repository `helpdesk` would be found as our own package
     check = subprocess.run([str(python), "-c", "import importlib.util, sys; "
-                            "sys.exit(importlib.util.find_spec('helpdesk') is None)"], capture_output=True)
+                            "sys.exit(importlib.util.find_spec('django') is None "
+                            "or importlib.util.find_spec('helpdesk') is None)"], capture_output=True, cwd="/tmp")
     if check.returncode != 0:
         print("  installing django-helpdesk into", DH_VENV, flush=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "django-helpdesk"], check=True)
