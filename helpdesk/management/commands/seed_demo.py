@@ -105,6 +105,12 @@ class Command(BaseCommand):
                                                              + rng.randint(0, 3600))
                 total += self._conversation(rng, people[rng.randrange(len(people))], channels, agents, start, now)
             self._orders(rng, now)
+            # Demo history was seen by its visitors: without this the chat
+            # channel's "email unseen replies" task would mail every old reply.
+            from conversations.models import Message
+
+            Message.objects.filter(direction="outbound", channel_kind="chat").update(delivery_status="read",
+                                                                                    read_at=now)
         self.stdout.write(self.style.SUCCESS(
             f"Demo data: {conversations} conversations, {total} messages in {time.monotonic() - started:.1f}s"))
 
