@@ -68,3 +68,35 @@ class Adapter:
 
     def response(self, envelope, result: ParseResult) -> HttpResponse:
         return result.response or HttpResponse("ok", content_type="text/plain")
+
+
+def json_body(envelope) -> dict:
+    """The envelope's body as a JSON object, or a ParseError (a 400)."""
+    import json
+
+    try:
+        data = json.loads(bytes(envelope.body) or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(f"Invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParseError("The body must be a JSON object.")
+    return data
+
+
+def base64_attachments(items) -> list:
+    """[{"filename", "content_type", "content_base64"}, ...] -> InboundAttachments."""
+    import base64
+    import binascii
+
+    from conversations.inbound import InboundAttachment
+
+    attachments = []
+    for att in items or []:
+        try:
+            content = base64.b64decode(att.get("content_base64", ""), validate=True)
+        except (binascii.Error, AttributeError, TypeError, ValueError) as exc:
+            raise ParseError(f"Attachment content is not valid base64: {exc}") from exc
+        attachments.append(InboundAttachment(filename=str(att.get("filename") or "attachment"),
+                                             content_type=str(att.get("content_type") or "application/octet-stream"),
+                                             content=content))
+    return attachments

@@ -12,8 +12,6 @@ signed like our outbound webhooks (X-Threadline-Signature over "<timestamp>.<bod
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -21,10 +19,10 @@ import time
 
 from django.utils.dateparse import parse_datetime
 
-from conversations.inbound import InboundAttachment, InboundMessage
+from conversations.inbound import InboundMessage
 from helpdesk import http
 
-from ..base import Adapter, Forbidden, ParseError, ParseResult, SendResult
+from ..base import Adapter, Forbidden, ParseError, ParseResult, SendResult, base64_attachments, json_body
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -49,12 +47,7 @@ class ApiAdapter(Adapter):
         request.api_user = user
 
     def parse(self, envelope, channel) -> ParseResult:
-        try:
-            data = json.loads(bytes(envelope.body) or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ParseError(f"Invalid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ParseError("The body must be a JSON object.")
+        data = json_body(envelope)
         if data.get("type") == "status":
             from ..base import StatusUpdate
 
@@ -76,15 +69,7 @@ class ApiAdapter(Adapter):
             created_at = parse_datetime(str(data["created_at"]))
             if created_at is None or created_at.tzinfo is None:
                 raise ParseError('"created_at" must be ISO 8601 with an offset.')
-        attachments = []
-        for att in data.get("attachments") or []:
-            try:
-                content = base64.b64decode(att.get("content_base64", ""), validate=True)
-            except (binascii.Error, AttributeError, TypeError) as exc:
-                raise ParseError(f"Attachment content is not valid base64: {exc}") from exc
-            attachments.append(InboundAttachment(filename=str(att.get("filename") or "attachment"),
-                                                 content_type=str(att.get("content_type") or "application/octet-stream"),
-                                                 content=content))
+        attachments = base64_attachments(data.get("attachments"))
         msg = InboundMessage(
             channel=channel, external_id=str(data["external_id"]) if data.get("external_id") else None,
             identities=identities, text=str(data.get("text") or ""), html=str(data.get("html") or ""),

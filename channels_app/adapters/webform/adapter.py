@@ -19,15 +19,13 @@ Settings: `address` (From of the confirmation mail), optional `rate_limit`
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 
 from django.http import HttpResponse
 
-from conversations.inbound import InboundAttachment, InboundMessage
+from conversations.inbound import InboundMessage
 
-from ..base import Adapter, Forbidden, ParseError, ParseResult, SendResult
+from ..base import Adapter, Forbidden, ParseError, ParseResult, SendResult, base64_attachments
 
 
 class WebformAdapter(Adapter):
@@ -51,15 +49,7 @@ class WebformAdapter(Adapter):
         text = str(data.get("message") or "").strip()
         if not email or not text:
             raise ParseError("A submission needs an email address and a message.")
-        attachments = []
-        for att in data.get("attachments") or []:
-            try:
-                content = base64.b64decode(att.get("content_base64", ""), validate=True)
-            except (binascii.Error, AttributeError, TypeError) as exc:
-                raise ParseError(f"Attachment content is not valid base64: {exc}") from exc
-            attachments.append(InboundAttachment(filename=str(att.get("filename") or "attachment"),
-                                                 content_type=str(att.get("content_type") or "application/octet-stream"),
-                                                 content=content))
+        attachments = base64_attachments(data.get("attachments"))
         msg = InboundMessage(
             channel=channel, external_id=f"{data['type']}:{envelope.pk}", identities=[("email", email)],
             text=text, subject=str(data.get("subject") or "")[:300], name=str(data.get("name") or "")[:200],
