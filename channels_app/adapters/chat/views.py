@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import logging
 
-from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.contrib.staticfiles.storage import staticfiles_storage
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse

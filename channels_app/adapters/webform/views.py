@@ -24,7 +24,7 @@ from django.views.decorators.http import require_http_methods
 from channels_app.models import Channel
 from channels_app.services import envelope_process, envelope_reject, envelope_store
 from conversations import services as conv_services
-from conversations.models import Attachment, Conversation, Direction, Message
+from conversations.models import Attachment, Conversation, Direction
 from customers.models import Identity
 
 from .forms import LogCallForm, PortalLinkForm, PortalReplyForm, SupportForm
