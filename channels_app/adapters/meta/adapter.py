@@ -39,9 +39,8 @@ from .common import (
     from_unix,
     graph_request,
     graph_version,
+    MetaWebhookMixin,
     load_json,
-    meta_handshake,
-    verify_meta_signature,
 )
 
 log = logging.getLogger(__name__)
@@ -54,19 +53,13 @@ def bearer(token) -> dict:
 STANDARD_WINDOW = timedelta(hours=24)
 
 
-class _MetaMessagingAdapter(Adapter):
+class _MetaMessagingAdapter(MetaWebhookMixin, Adapter):
     kind = ""
     object_name = ""
     identity_kind = ""
     profile_fields = ""
 
     # ------------------------------------------------------------------ inbound
-
-    def handshake(self, request, channel):
-        return meta_handshake(request, channel)
-
-    def verify(self, request, channel) -> None:
-        verify_meta_signature(request, channel)
 
     def parse(self, envelope, channel) -> ParseResult:
         data = load_json(envelope)

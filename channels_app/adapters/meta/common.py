@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import mimetypes
 from datetime import datetime, timezone as dt_timezone
 from urllib.parse import urlsplit
@@ -18,7 +17,7 @@ from conversations.inbound import InboundAttachment
 from helpdesk import http
 from helpdesk.http import TransportError
 
-from ..base import Forbidden, ParseError
+from ..base import Forbidden, json_body
 
 GRAPH_BASE = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"
@@ -73,14 +72,18 @@ def b64_hmac_sha256(secret: str, data: bytes) -> str:
 
 # --------------------------------------------------------------------------- payload helpers
 
-def load_json(envelope) -> dict:
-    try:
-        data = json.loads(bytes(envelope.body) or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ParseError(f"Invalid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ParseError("The body must be a JSON object.")
-    return data
+load_json = json_body  # the adapters' shared JSON-object parser (a ParseError -> 400)
+
+
+class MetaWebhookMixin:
+    """The GET hub.* handshake and the X-Hub-Signature-256 check shared by every
+    Meta webhook (WhatsApp, Messenger, Instagram)."""
+
+    def handshake(self, request, channel):
+        return meta_handshake(request, channel)
+
+    def verify(self, request, channel) -> None:
+        verify_meta_signature(request, channel)
 
 
 def from_unix(value, *, millis: bool = False) -> datetime | None:

@@ -33,9 +33,8 @@ from ..meta.common import (
     from_unix,
     graph_request,
     graph_version,
+    MetaWebhookMixin,
     load_json,
-    meta_handshake,
-    verify_meta_signature,
 )
 
 WINDOW = timedelta(hours=24)
@@ -71,16 +70,10 @@ def _status_error(errors) -> str:
     return "; ".join(p for p in parts if p) or _("WhatsApp reported the message as failed.")
 
 
-class WhatsAppAdapter(Adapter):
+class WhatsAppAdapter(MetaWebhookMixin, Adapter):
     kind = "whatsapp"
 
     # ------------------------------------------------------------------ inbound
-
-    def handshake(self, request, channel):
-        return meta_handshake(request, channel)
-
-    def verify(self, request, channel) -> None:
-        verify_meta_signature(request, channel)
 
     def parse(self, envelope, channel) -> ParseResult:
         data = load_json(envelope)
