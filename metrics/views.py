@@ -137,7 +137,10 @@ def sla_edit(request, pk=None):
 
 @require_http_methods(["GET", "POST"])
 def survey(request, token):
-    """Public: no login. One click records the score, then an optional comment."""
+    """Public: no login. The link in the invitation carries the chosen score; a GET
+    never records anything (mail scanners and link previews fetch every link). The page
+    confirms the score with a POST: by itself in a browser that runs scripts (one click
+    for the customer), with the visible button otherwise. Then an optional comment."""
     invitation = SurveyInvitation.objects.select_related("customer").filter(token=token).first()
     if invitation is None:
         raise Http404
@@ -145,24 +148,33 @@ def survey(request, token):
     with translation.override(language):
         error = ""
         saved_comment = False
-        score = request.POST.get("score") or request.GET.get("score")
-        comment = request.POST.get("comment") if request.method == "POST" else None
-        try:
-            if score not in (None, ""):
-                invitation = surveys.record_answer(invitation=invitation, score=score)
-            if comment is not None and comment.strip():
-                invitation = surveys.record_answer(invitation=invitation, comment=comment)
-                saved_comment = True
-        except surveys.InvalidAnswer as exc:
-            error = str(exc)
+        pending = None  # a score from the link, waiting for the POST that confirms it
+        if request.method == "POST":
+            score = request.POST.get("score")
+            comment = request.POST.get("comment")
+            try:
+                if score not in (None, ""):
+                    invitation = surveys.record_answer(invitation=invitation, score=score)
+                if comment is not None and comment.strip():
+                    invitation = surveys.record_answer(invitation=invitation, comment=comment)
+                    saved_comment = True
+            except surveys.InvalidAnswer as exc:
+                error = str(exc)
+        elif request.GET.get("score") not in (None, ""):
+            try:
+                pending = surveys.check_score(invitation.kind, request.GET["score"])
+            except surveys.InvalidAnswer as exc:
+                error = str(exc)
+            if pending is not None and pending == invitation.score:
+                pending = None  # already recorded: nothing to confirm
         low, high = surveys.SCALES[invitation.kind]
         lo_label, hi_label = surveys.scale_labels(invitation.kind)
         response = render(request, "metrics/survey.html", {
             "invitation": invitation, "question": surveys.question(invitation.kind),
             "scores": list(range(low, high + 1)), "low_label": lo_label, "high_label": hi_label,
-            "error": error, "saved_comment": saved_comment, "language": language,
+            "error": error, "saved_comment": saved_comment, "language": language, "pending": pending,
         })
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
+    response["Referrer-Policy"] = "same-origin"  # no-referrer makes Chromium post Origin: null, which CSRF refuses
     response["X-Robots-Tag"] = "noindex"
     return response

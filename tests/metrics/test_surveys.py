@@ -60,18 +60,31 @@ def test_survey_page_records_answer_and_comment(play, channels, personas):
     conv = resolve_now(play, channels.chat, "visitor-1", personas)
     inv = SurveyInvitation.objects.get(conversation=conv)
     client = Client(enforce_csrf_checks=True)
+    # the link's GET (also what a mail scanner or a link preview does) records nothing
     r = client.get(f"/survey/{inv.token}/?score=4")
-    assert r.status_code == 200 and b"Thank you" in r.content
+    assert r.status_code == 200 and b"Thank you" not in r.content
+    assert b'id="survey-confirm"' in r.content and b'name="score" value="4"' in r.content
+    inv.refresh_from_db()
+    assert inv.score is None and inv.answered_at is None
+    assert not ConversationEvent.objects.filter(conversation=conv, kind="survey_answered").exists()
+    token = r.cookies["csrftoken"].value
+    # the page confirms it with a POST (by script in a browser, or the visible button)
+    r = client.post(f"/survey/{inv.token}/", {"score": "4", "csrfmiddlewaretoken": token})
+    assert r.status_code == 200 and b"Thank you" in r.content and b'id="survey-confirm"' not in r.content
     inv.refresh_from_db()
     assert inv.score == 4 and inv.answered_at is not None
     assert ConversationEvent.objects.filter(conversation=conv, kind="survey_answered").count() == 1
-    token = r.cookies["csrftoken"].value
     r = client.post(f"/survey/{inv.token}/", {"comment": "Great", "csrfmiddlewaretoken": token})
     inv.refresh_from_db()
     assert inv.comment == "Great" and inv.score == 4
-    assert client.get(f"/survey/{inv.token}/?score=9").status_code == 200
+    r = client.get(f"/survey/{inv.token}/?score=9")
+    assert r.status_code == 200 and b'id="survey-confirm"' not in r.content and b"between 1 and 5" in r.content
+    r = client.post(f"/survey/{inv.token}/", {"score": "9", "csrfmiddlewaretoken": token})
+    assert r.status_code == 200 and b"between 1 and 5" in r.content
     inv.refresh_from_db()
     assert inv.score == 4  # out of range for CSAT: rejected
+    # without the CSRF token the POST is refused
+    assert Client(enforce_csrf_checks=True).post(f"/survey/{inv.token}/", {"score": "2"}).status_code == 403
     assert client.get("/survey/nope/").status_code == 404
     day = timezone.localdate()
     m = report.build(Selection(day, day))[0]
