@@ -98,8 +98,32 @@ def test_survey_page_in_customer_language(play, channels, personas):
     inv = SurveyInvitation.objects.get(conversation=conv)
     inv.language = ""
     inv.save()
-    r = Client().get(f"/survey/{inv.token}/")
-    assert r.status_code == 200 and b'lang="de"' in r.content
+    r = Client().get(f"/survey/{inv.token}/?score=4")
+    page = r.content.decode()
+    assert r.status_code == 200 and 'lang="de"' in page
+    assert "Wie zufrieden sind Sie" in page and "Antwort senden" in page and "Sehr unzufrieden" in page
+    r = Client().post(f"/survey/{inv.token}/", {"score": "9"})
+    assert "Die Bewertung muss zwischen 1 und 5 liegen." in r.content.decode()
+
+
+@pytest.mark.parametrize("language, question, label", [
+    ("es", "¿Qué tan satisfecho está con la ayuda que recibió?", "Muy satisfecho"),
+    ("fr", "Dans quelle mesure êtes-vous satisfait de l'aide reçue ?", "Très satisfait"),
+    ("pt", "How satisfied are you with the help you received?", "Very satisfied"),  # no catalogue: English
+])
+def test_email_invitation_in_customer_language(play, channels, personas, language, question, label):
+    now = timezone.now().replace(microsecond=0)
+    conv = play.inbound(channels.email, f"{language}@x.org", (now - timedelta(minutes=10)).isoformat()
+                        ).message.conversation
+    conv.customer.language = language
+    conv.customer.save()
+    services.reply(conversation=conv, author=personas.ana, body="done", at=now - timedelta(minutes=5), deliver=False)
+    services.resolve_conversation(conversation=conv, actor=personas.ana)
+    inv = SurveyInvitation.objects.get(conversation=conv)
+    msg = Message.objects.get(pk=inv.message_id)
+    assert inv.language == language
+    assert question in msg.body_text and label in msg.body_text
+    assert f"<p>{question}</p>" in msg.body_html  # stored sanitized (nh3), apostrophes unescaped
 
 
 def test_response_rate_counts_unanswered(play, channels, personas):
