@@ -54,6 +54,8 @@ def load(n: int, m: int) -> None:
     kinds = ["email", "chat", "whatsapp", "sms"]
     chans = [Channel.objects.get_or_create(kind=k, name=f"bench {k}")[0].pk for k in kinds]
     customers = max(1, n // 3)
+    pairs = max(1, m // 2)
+    PAIR = 6 * 3600  # seconds between the starts of two customer turns
     t0 = time.monotonic()
     with connection.cursor() as c:
         c.execute("SELECT coalesce(max(id), 0) FROM customers_customer")
@@ -64,16 +66,22 @@ def load(n: int, m: int) -> None:
             FROM generate_series(1, {customers}) g""")
         c.execute("SELECT min(id) FROM customers_customer")
         cmin = c.fetchone()[0]
+        # realistic spread (percentiles must not be trivially cheap): u(n, salt) is a deterministic
+        # uniform [0, 1) per conversation (and per message pair), so one formula can be used twice
+        u = "((hashint8extended(({key})::bigint, {salt}) & 4294967295) / 4294967296.0)"
         c.execute(f"""
             CREATE TEMP TABLE bench_conv AS
             SELECT g AS n,
                    {cmin} + (g % {customers}) AS customer_id,
-                   now() - (random() * interval '365 days') AS started,
+                   now() - interval '3 days' - ({u.format(key="g", salt=1)} * interval '365 days') AS started,
                    (ARRAY{chans})[1 + g % 4] AS channel_id,
                    (ARRAY{kinds!r})[1 + g % 4] AS kind,
-                   (ARRAY{teams})[1 + g % 4] AS team_id,
-                   (ARRAY{agents})[1 + g % 20] AS agent_id,
-                   (g % 10 = 0) AS reopened
+                   (ARRAY{teams})[1 + (g / 7) % 4] AS team_id,
+                   (ARRAY{agents})[1 + (g / 3) % 20] AS agent_id,
+                   (g % 10 = 0) AS reopened,
+                   -- first resolution after the last message pair: 5 min .. ~2 days, heavy-tailed
+                   interval '1 second' * ({pairs} * {PAIR} + 300 - ln(1 - {u.format(key="g", salt=2)}) * 14400)
+                       AS resolve_after
             FROM generate_series(1, {n}) g""".replace("ARRAY['", "ARRAY['").replace("[\"", "['"))
         c.execute(f"""
             INSERT INTO conversations_conversation (customer_id, subject, status, priority, assignee_id, team_id,
@@ -81,22 +89,25 @@ def load(n: int, m: int) -> None:
                 message_count, created_at, updated_at, first_inbound_at, resolved_at, last_message_at)
             SELECT customer_id, 'Question ' || n, 'resolved', 'normal', agent_id, team_id, channel_id, kind, kind, '',
                    md5(random()::text || n), {m}, started, now(), started,
-                   started + interval '1 minute' * ({m} * 10 + 60), started + interval '1 minute' * ({m} * 10)
+                   started + resolve_after, started + interval '1 second' * {pairs * PAIR}
             FROM bench_conv ORDER BY n""")
         c.execute("CREATE TEMP TABLE bench_map AS SELECT b.*, c.id AS conv_id FROM bench_conv b "
                   "JOIN conversations_conversation c ON c.reply_token IS NOT NULL AND c.subject = 'Question ' || b.n")
         c.execute("CREATE INDEX ON bench_map (conv_id)")
-        # messages: even = inbound, odd = public agent reply, every 10 minutes
+        # messages in pairs j = 0 .. m/2-1: the customer writes at j*PAIR + up to 10 min, the agent replies
+        # 20 s .. hours later (exponential, mean 30 min, microsecond timestamps: nearly all values distinct)
+        key = "n::bigint * 1000 + j"
         c.execute(f"""
             INSERT INTO conversations_message (conversation_id, direction, channel_id, channel_kind, author_type,
                 author_user_id, author_name, automated, body_text, body_html, subject, recipient, delivery_status,
                 delivery_error, delivery_attempts, meta, created_at)
-            SELECT conv_id, CASE WHEN i % 2 = 0 THEN 'inbound' ELSE 'outbound' END, channel_id, kind,
-                   CASE WHEN i % 2 = 0 THEN 'customer' ELSE 'agent' END,
-                   CASE WHEN i % 2 = 0 THEN NULL ELSE agent_id END, '', false, 'message ' || i, '', '', '',
-                   CASE WHEN i % 2 = 0 THEN '' ELSE 'sent' END, '', 0, '{{}}',
-                   started + interval '1 minute' * (i * 10 + (n % 7))
-            FROM bench_map, generate_series(0, {m - 1}) i""")
+            SELECT conv_id, CASE WHEN d = 0 THEN 'inbound' ELSE 'outbound' END, channel_id, kind,
+                   CASE WHEN d = 0 THEN 'customer' ELSE 'agent' END,
+                   CASE WHEN d = 0 THEN NULL ELSE agent_id END, '', false, 'message ' || (2 * j + d), '', '', '',
+                   CASE WHEN d = 0 THEN '' ELSE 'sent' END, '', 0, '{{}}',
+                   started + interval '1 second' * (j * {PAIR} + {u.format(key=key, salt=3)} * 600
+                       + d * (20 + least(-ln(1 - {u.format(key=key, salt=4)}) * 1800, {PAIR} - 700)))
+            FROM bench_map, generate_series(0, {pairs - 1}) j, (VALUES (0), (1)) v(d)""")
         c.execute("""
             INSERT INTO conversations_conversationevent (conversation_id, kind, at, actor_type, actor_user_id,
                                                          message_id, data)
@@ -111,15 +122,16 @@ def load(n: int, m: int) -> None:
             INSERT INTO conversations_conversationevent (conversation_id, kind, at, actor_type, actor_user_id, data)
             SELECT conv_id, 'assigned', started + interval '1 minute', 'agent', agent_id,
                    jsonb_build_object('assignee', agent_id) FROM bench_map""")
-        c.execute(f"""
+        c.execute("""
             INSERT INTO conversations_conversationevent (conversation_id, kind, at, actor_type, data)
-            SELECT conv_id, 'resolved', started + interval '1 minute' * ({m} * 10 + 5), 'agent', '{{}}'::jsonb
+            SELECT conv_id, 'resolved', started + resolve_after, 'agent', '{}'::jsonb
             FROM bench_map WHERE reopened
             UNION ALL
-            SELECT conv_id, 'reopened', started + interval '1 minute' * ({m} * 10 + 30), 'agent', '{{}}'::jsonb
+            SELECT conv_id, 'reopened', started + resolve_after + interval '30 minutes', 'agent', '{}'::jsonb
             FROM bench_map WHERE reopened
             UNION ALL
-            SELECT conv_id, 'resolved', started + interval '1 minute' * ({m} * 10 + 60), 'agent', '{{}}'::jsonb
+            SELECT conv_id, 'resolved', started + resolve_after + CASE WHEN reopened THEN interval '2 hours'
+                   ELSE interval '0' END, 'agent', '{}'::jsonb
             FROM bench_map""")
         # a few survey answers and orders for the survey/CLTV figures
         c.execute("""
@@ -145,6 +157,7 @@ def main():
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--reuse", action="store_true", help="keep the loaded data of a previous run")
     parser.add_argument("--skip-recompute", action="store_true", help="only time the requests (with --reuse)")
+    parser.add_argument("--load-only", action="store_true", help="load the data and stop (no recompute, no requests)")
     parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/tl_bench_metrics")
     args = parser.parse_args()
     ensure_database(args.database, fresh=not args.reuse)
@@ -171,6 +184,8 @@ def main():
         c.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'conversations_message'")
         n_msg = c.fetchone()[0] or Message.objects.count()
     print(f"size: {n_conv:,} conversations, ~{n_msg:,} messages", flush=True)
+    if args.load_only:
+        return
 
     if args.skip_recompute:
         return run_requests(args)
