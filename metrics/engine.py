@@ -26,6 +26,7 @@ from django.utils import timezone
 from conversations.models import Conversation, ConversationEvent, EventKind
 
 from . import facts as F
+from . import resultcache
 from .businesshours import local_day, schedules as load_schedules
 from .models import (
     ROLLUP_COLUMNS,
@@ -349,6 +350,7 @@ def apply_delta(delta: dict) -> None:
     updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ROLLUP_COLUMNS)
     tail = f"ON CONFLICT (day, channel, agent_id, team_id) DO UPDATE SET {updates}"
     rows.sort()  # one order for every writer
+    resultcache.bump()
     with connection.cursor() as cur:
         if connection.vendor == "postgresql":
             from psycopg2.extras import execute_values
@@ -433,6 +435,7 @@ def _recompute_all_generic(progress, chunk: int, now: datetime) -> int:
             if progress:
                 progress(len(ids), "conversations")
         apply_delta(acc)
+        resultcache.bump()
     return total
 
 
@@ -660,6 +663,7 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
             if pool is not None:
                 pool.terminate()
             _JOB.clear()
+    resultcache.bump()
     with connection.cursor() as cur:
         cur.execute(f"ANALYZE {fact_table}, {resp_table}, {DailyRollup._meta.db_table}")
     return total

@@ -26,7 +26,7 @@ from .kpis import (
     sla_attainment,
     volume,
 )
-from .kpis.base import GROUPINGS, Selection, TIME_GROUPINGS
+from .kpis.base import GROUPINGS, TIME_GROUPINGS, Selection, analytics
 
 
 def _empty_time():
@@ -59,7 +59,18 @@ KPIS = {
 def build(sel: Selection, only=None) -> list[dict]:
     """One object per group (or one for the whole selection without group_by).
 
-    `only` restricts the KPIs computed (the dashboard's trend and breakdown tables)."""
+    `only` restricts the KPIs computed (the dashboard's trend and breakdown tables).
+    Results come from metrics.resultcache when the data has not changed since."""
+    from . import resultcache
+
+    def compute():
+        with analytics():
+            return build_uncached(sel, only)
+
+    return resultcache.cached(("build", tuple(sorted(only)) if only else None), sel, compute)
+
+
+def build_uncached(sel: Selection, only=None) -> list[dict]:
     parts = {name: fn(sel) for name, fn in KPIS.items() if only is None or name in only}
     defaults = {
         "first_response_time": _empty_time(), "first_response_time_business": _empty_time(),

@@ -14,8 +14,14 @@ DIMS = {"day": "frt_day", "channel": "frt_kind", "agent": "frt_agent_id", "team"
 def compute(sel, business: bool = False) -> dict:
     field = "frt_bh_seconds" if business else "frt_seconds"
     sum_col = "frt_bh_sum_ms" if business else "frt_sum_ms"
-    pct = sel.memo("pct:frt", lambda: medians(ConversationFact.objects.all(), sel, DIMS, "frt_seconds",
-                                              "frt_bh_seconds"))[field]
+    if "bh_pct" in sel.skip:  # the caller shows no business-hours percentiles: one sort less
+        if business:
+            return {k: time_stats(r["frt_count"], r[sum_col], None) for k, r in rollups(sel).items()}
+        pct = sel.memo("pct:frt:wall", lambda: medians(ConversationFact.objects.all(), sel, DIMS,
+                                                       "frt_seconds"))[field]
+    else:
+        pct = sel.memo("pct:frt", lambda: medians(ConversationFact.objects.all(), sel, DIMS, "frt_seconds",
+                                                  "frt_bh_seconds"))[field]
     return {k: time_stats(r["frt_count"], r[sum_col], pct.get(k)) for k, r in rollups(sel).items()}
 
 
