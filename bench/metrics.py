@@ -191,6 +191,9 @@ def main():
 
     if args.skip_recompute:
         return run_requests(args)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.monotonic()
     engine.recompute_all()
     took = time.monotonic() - t0
