@@ -1,7 +1,11 @@
 """Reads behind the manager dashboard (every figure through metrics.report / metrics.kpis)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+
+from django.conf import settings
+from django.db import connection
 
 from conversations.models import ACTIVE_STATUSES, Conversation
 from helpdesk.models import User
@@ -65,11 +69,7 @@ def data(sel: Selection) -> dict:
     the data has not changed since."""
     from . import resultcache
 
-    def compute():
-        with analytics():
-            return _data(sel)
-
-    return {**resultcache.cached("dashboard", sel, compute), "live": live_counters()}
+    return {**resultcache.cached("dashboard", sel, lambda: _data(sel)), "live": live_counters()}
 
 
 # the cards show the response-time mean only; the tables no business-hours figures
@@ -79,17 +79,35 @@ TABLE_SKIP = frozenset({"rt_pct", "bh_pct"})
 
 def _data(sel: Selection) -> dict:
     build = report.build_uncached
-    current = build(_sub(sel, None, CARD_SKIP))[0]
-    previous = build(_sub(sel.previous(), None, CARD_SKIP))[0]
     trend_group = "day" if (sel.end - sel.start).days <= 62 else ("week" if (sel.end - sel.start).days <= 370 else "month")
-    return {
-        "current": current,
-        "previous": previous,
-        "trend_group": trend_group,
-        "trend": build(_sub(sel, trend_group, TABLE_SKIP), only=TREND_KPIS),
-        "by_channel": build(_sub(sel, "channel", TABLE_SKIP), only=TABLE_KPIS),
-        "by_team": build(_sub(sel, "team", TABLE_SKIP), only=TABLE_KPIS),
-        "by_agent": build(_sub(sel, "agent", TABLE_SKIP), only=TABLE_KPIS),
-        "distribution": first_response_time.distribution(sel),
-        "comments": comments(sel),
-    }
+    parts = _run({
+        "current": lambda: build(_sub(sel, None, CARD_SKIP))[0],
+        "previous": lambda: build(_sub(sel.previous(), None, CARD_SKIP))[0],
+        "trend": lambda: build(_sub(sel, trend_group, TABLE_SKIP), only=TREND_KPIS),
+        "by_channel": lambda: build(_sub(sel, "channel", TABLE_SKIP), only=TABLE_KPIS),
+        "by_team": lambda: build(_sub(sel, "team", TABLE_SKIP), only=TABLE_KPIS),
+        "by_agent": lambda: build(_sub(sel, "agent", TABLE_SKIP), only=TABLE_KPIS),
+        "distribution": lambda: first_response_time.distribution(sel),
+        "comments": lambda: comments(sel),
+    })
+    return {"trend_group": trend_group, **parts}
+
+
+def _run(tasks: dict) -> dict:
+    """Run the independent reads of the page; on PostgreSQL outside a transaction in
+    METRICS_QUERY_THREADS threads (each with a connection of its own, closed afterwards)."""
+    threads = int(getattr(settings, "METRICS_QUERY_THREADS", 3))
+    if connection.vendor != "postgresql" or connection.in_atomic_block or threads <= 1:
+        with analytics():
+            return {name: fn() for name, fn in tasks.items()}
+
+    def isolated(fn):
+        try:
+            with analytics():
+                return fn()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(threads) as pool:
+        futures = {name: pool.submit(isolated, fn) for name, fn in tasks.items()}
+        return {name: f.result() for name, f in futures.items()}

@@ -17,7 +17,7 @@ from conversations.models import AuthorType, EventKind
 from .businesshours import _account_tz, business_seconds
 
 
-@dataclass
+@dataclass(slots=True)
 class Ev:
     """The part of a ConversationEvent the engine reads (so the importer and the
     bulk recompute can feed rows from a raw query)."""
@@ -232,7 +232,9 @@ def contributions(fact) -> dict:
 
     def add(at, channel, agent, team, **cols):
         key = f"{at.astimezone(tz).date().isoformat()}|{channel or ''}|{agent or 0}|{team or 0}"
-        row = out.setdefault(key, {})
+        row = out.get(key)
+        if row is None:
+            row = out[key] = {}
         for col, val in cols.items():
             if val:
                 row[col] = row.get(col, 0) + int(val)

@@ -90,9 +90,9 @@ def _groups_fold(sel) -> dict:
 
 
 def _groups_sql(sel) -> dict:
-    """The fold of `rows` in one statement: the resolutions of the selection, per (group,
-    customer) the best retention rank (an order within the window after a resolution: an
-    index probe on (customer, placed_at)), the customers' lifetime values, summed per group."""
+    """The fold of `rows` in one statement of hash joins: the resolutions of the selection
+    (index-only), per (group, customer) the best retention rank (an order within the window
+    after a resolution), the customers' lifetime values, summed per group."""
     window = timedelta(seconds=settings.RETENTION_WINDOW)
     facts = ConversationFact.objects.filter(resolved_day__gte=sel.start, resolved_day__lte=sel.end,
                                             customer_id__isnull=False)
@@ -101,23 +101,22 @@ def _groups_sql(sel) -> dict:
                      .query.sql_with_params())
     orders = Order._meta.db_table
     sql = f"""
-        WITH f AS MATERIALIZED ({inner}),
-        r AS (
+        WITH r AS (
             SELECT f.g, f.customer_id,
-                   max(CASE WHEN EXISTS (SELECT 1 FROM {orders} o WHERE o.customer_id = f.customer_id
-                                         AND o.placed_at > f.resolved_at AND o.placed_at <= f.resolved_at + %s)
-                            THEN 2 WHEN f.resolved_at + %s > %s THEN 1 ELSE 0 END) AS rank
-            FROM f GROUP BY f.g, f.customer_id),
-        l AS (
-            SELECT o.customer_id, sum(o.amount) AS s FROM {orders} o
-            WHERE o.customer_id IN (SELECT DISTINCT customer_id FROM f) AND o.placed_at < %s
-            GROUP BY o.customer_id)
+                   max(CASE WHEN o.customer_id IS NOT NULL THEN 2 WHEN f.resolved_at + %s > %s THEN 1 ELSE 0 END)
+                       AS rank
+            FROM ({inner}) f
+            LEFT JOIN {orders} o ON o.customer_id = f.customer_id AND o.placed_at > f.resolved_at
+                                    AND o.placed_at <= f.resolved_at + %s
+            GROUP BY f.g, f.customer_id),
+        l AS (SELECT customer_id, sum(amount) AS s FROM {orders} WHERE placed_at < %s GROUP BY customer_id)
         SELECT r.g, count(*), coalesce(sum(l.s), 0), count(*) FILTER (WHERE r.rank = 2),
                count(*) FILTER (WHERE r.rank = 1), count(*) FILTER (WHERE r.rank = 0)
         FROM r LEFT JOIN l ON l.customer_id = r.customer_id GROUP BY r.g"""
+    args = [window, timezone.now(), *params, window, sel.end_at]
     out: dict = {}
     with connection.cursor() as cur:
-        cur.execute(sql, [*params, window, window, timezone.now(), sel.end_at])
+        cur.execute(sql, args)
         for g, customers, ltv, retained, pending, lost in cur.fetchall():
             if sel.group_by is None:
                 key = None

@@ -40,6 +40,6 @@ def distribution(sel) -> list[dict]:
     aggs = {}
     for i, (lo, hi, _label) in enumerate(BUCKETS):
         cond = Q(frt_seconds__gte=lo) if hi is None else Q(frt_seconds__gte=lo, frt_seconds__lt=hi)
-        aggs[f"b{i}"] = Count("conversation_id", filter=cond)
+        aggs[f"b{i}"] = Count("frt_seconds", filter=cond)  # a column of the covering index: index-only
     row = qs.aggregate(**aggs)
     return [{"bucket": label, "count": row[f"b{i}"]} for i, (_lo, _hi, label) in enumerate(BUCKETS)]
