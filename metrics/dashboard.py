@@ -1,18 +1,14 @@
 """Reads behind the manager dashboard (every figure through metrics.report / metrics.kpis)."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-
-from django.conf import settings
-from django.db import connection
 
 from conversations.models import ACTIVE_STATUSES, Conversation
 from helpdesk.models import User
 
 from . import report, sla
 from .kpis import cltv, first_response_time, response_time
-from .kpis.base import Selection, analytics
+from .kpis.base import Selection, run_reads
 from .models import SurveyInvitation
 
 TABLES = ("summary", "channel", "team", "agent", "day", "week", "month", "distribution", "comments", "segments")
@@ -80,7 +76,7 @@ TABLE_SKIP = frozenset({"rt_pct", "bh_pct"})
 def _data(sel: Selection) -> dict:
     build = report.build_uncached
     trend_group = "day" if (sel.end - sel.start).days <= 62 else ("week" if (sel.end - sel.start).days <= 370 else "month")
-    parts = _run({
+    parts = run_reads({
         "current": lambda: build(_sub(sel, None, CARD_SKIP))[0],
         "previous": lambda: build(_sub(sel.previous(), None, CARD_SKIP))[0],
         "trend": lambda: build(_sub(sel, trend_group, TABLE_SKIP), only=TREND_KPIS),
@@ -91,23 +87,3 @@ def _data(sel: Selection) -> dict:
         "comments": lambda: comments(sel),
     })
     return {"trend_group": trend_group, **parts}
-
-
-def _run(tasks: dict) -> dict:
-    """Run the independent reads of the page; on PostgreSQL outside a transaction in
-    METRICS_QUERY_THREADS threads (each with a connection of its own, closed afterwards)."""
-    threads = int(getattr(settings, "METRICS_QUERY_THREADS", 3))
-    if connection.vendor != "postgresql" or connection.in_atomic_block or threads <= 1:
-        with analytics():
-            return {name: fn() for name, fn in tasks.items()}
-
-    def isolated(fn):
-        try:
-            with analytics():
-                return fn()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(threads) as pool:
-        futures = {name: pool.submit(isolated, fn) for name, fn in tasks.items()}
-        return {name: f.result() for name, f in futures.items()}

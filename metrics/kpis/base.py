@@ -132,6 +132,34 @@ class MedianP90(Aggregate):
         return ArrayField(FloatField())
 
 
+def run_reads(tasks: dict) -> dict:
+    """Run independent reads {name: fn}: on PostgreSQL, outside a transaction, in
+    METRICS_QUERY_THREADS threads, each in an `analytics()` transaction on a connection of
+    its own (closed afterwards); otherwise one after the other in one `analytics()` block.
+    (Inside a thread the transaction is open, so nested calls run sequentially.)"""
+    threads = int(getattr(settings, "METRICS_QUERY_THREADS", 3))
+    if connection.vendor != "postgresql" or connection.in_atomic_block or threads <= 1 or len(tasks) <= 1:
+        with analytics():
+            return {name: fn() for name, fn in tasks.items()}
+
+    def isolated(fn):
+        try:
+            with analytics():
+                return fn()
+        finally:
+            connection.close()
+
+    with executor(threads) as pool:
+        futures = {name: pool.submit(isolated, fn) for name, fn in tasks.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def executor(threads: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(threads)
+
+
 @contextmanager
 def analytics():
     """Run the reads of a report in one transaction; on PostgreSQL with JIT off (its compile

@@ -32,16 +32,24 @@ def test_threaded_reads_equal_sequential(play, channels, personas, settings, mon
     settings.METRICS_QUERY_THREADS = 1
     sequential = dashboard._data(sel)
     used = []
+    from concurrent.futures import ThreadPoolExecutor
 
-    class Spy(dashboard.ThreadPoolExecutor):
+    from metrics.kpis import base
+
+    class Spy(ThreadPoolExecutor):
         def submit(self, fn, *args, **kwargs):
             used.append(fn)
             return super().submit(fn, *args, **kwargs)
 
-    monkeypatch.setattr(dashboard, "ThreadPoolExecutor", Spy)
+    monkeypatch.setattr(base, "executor", Spy)
     settings.METRICS_QUERY_THREADS = 3
     assert dashboard._data(sel) == sequential
-    assert len(used) == 8
+    assert len(used) == 8  # the page's reads; the builds inside a thread run sequentially
+    used.clear()
+    api = report.build_uncached(Selection(sel.start, sel.end, "agent"))
+    assert len(used) == 6  # the API's reads in threads
+    settings.METRICS_QUERY_THREADS = 1
+    assert report.build_uncached(Selection(sel.start, sel.end, "agent")) == api
     assert sequential["current"]["volume"]["created"] == 3 and sequential["by_agent"]
 
 
