@@ -1,14 +1,18 @@
-"""Benchmark of the KPI engine on PostgreSQL (database tl_bench_metrics).
+"""Benchmark of the KPI engine on PostgreSQL (database tl_bench_metrics unless --database).
 
 1. Bulk-loads N conversations with M messages each (SQL generate_series: customers,
    conversations, messages and the ConversationEvents the services would write:
    created, message_in/out, assigned, resolved; 10 % reopened and re-resolved)
-   spread over the last 365 days.
+   spread over the last 365 days; reply and resolution times are heavy-tailed with
+   microsecond timestamps, so percentiles have real work to do.
 2. Times `manage.py recompute_metrics` (engine.recompute_all): full rebuild of facts and rollups.
 3. Times the dashboard page and GET /api/v1/metrics/ for 90-day ranges (server time
-   measured around the Django test client, no network), p50/p95 over R requests.
+   measured around the Django test client, no network), p50/p95 over R requests:
+   "cold" with the result cache off (every request computes), "warm" with it on.
 
     .venv/bin/python bench/metrics.py --conversations 100000 --messages 10
+    .venv/bin/python bench/metrics.py --reuse                  # keep the loaded data, recompute, time
+    .venv/bin/python bench/metrics.py --reuse --skip-recompute --modes cold --only dashboard
 
 The issue's target size is 1,000,000 conversations / 10,000,000 messages
 (`--conversations 1000000`); the figures printed say which size was measured.
