@@ -35,7 +35,7 @@ def scenario(play, channels, personas):
     play.resolve(max_, at(100, 10))
     # kim: an order 10 days after the resolution (retained) and an older one; max: only an old order (lost);
     # lee: no order, window still open (pending); an order after the period does not count in the CLTV
-    Order.objects.create(customer=kim.customer, external_id="k1", amount=Decimal("100.00"), placed_at=now - timedelta(days=20))
+    Order.objects.create(customer=kim.customer, external_id="k1", amount=Decimal("100.99"), placed_at=now - timedelta(days=20))
     Order.objects.create(customer=kim.customer, external_id="k0", amount=Decimal("50.00"), placed_at=now - timedelta(days=200))
     Order.objects.create(customer=max_.customer, external_id="m0", amount=Decimal("30.00"), placed_at=now - timedelta(days=300))
     return timezone.localdate()
@@ -44,11 +44,11 @@ def scenario(play, channels, personas):
 def test_cltv_and_retention_hand_computed(scenario):
     today = scenario
     m = report.build(Selection(today - timedelta(days=119), today))[0]
-    assert m["cltv"] == "60.00"  # (150 + 0 + 30) / 3 customers
+    assert m["cltv"] == "60.33"  # (150.99 + 0 + 30) / 3 customers
     assert m["retention"] == {"rate": 0.5, "retained": 1, "lost": 1, "pending": 1}
-    # the last 60 days: kim (retained, 150) and lee (pending, 0)
+    # the last 60 days: kim (retained, 150.99) and lee (pending, 0): 75.495 rounded half-even
     m = report.build(Selection(today - timedelta(days=59), today))[0]
-    assert m["cltv"] == "75.00" and m["retention"] == {"rate": 1.0, "retained": 1, "lost": 0, "pending": 1}
+    assert m["cltv"] == "75.50" and m["retention"] == {"rate": 1.0, "retained": 1, "lost": 0, "pending": 1}
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL statement")
