@@ -636,7 +636,9 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
         phases = {"starts": time.monotonic() - t0}
         ranges = _ranges(ids, chunk)
         if workers is None:
-            workers = int(getattr(settings, "METRICS_RECOMPUTE_WORKERS", 0) or min(4, os.cpu_count() or 1))
+            from .kpis.base import int_setting
+
+            workers = int_setting("METRICS_RECOMPUTE_WORKERS", 0) or min(4, os.cpu_count() or 1)
         acc: dict[str, dict[str, int]] = {}
         connection.ensure_connection()
         pool = None

@@ -132,12 +132,22 @@ class MedianP90(Aggregate):
         return ArrayField(FloatField())
 
 
+def int_setting(name: str, default: int) -> int:
+    """A Django setting, else the environment variable of that name, else `default`."""
+    import os
+
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name) or default
+    return int(value)
+
+
 def run_reads(tasks: dict) -> dict:
     """Run independent reads {name: fn}: on PostgreSQL, outside a transaction, in
     METRICS_QUERY_THREADS threads, each in an `analytics()` transaction on a connection of
     its own (closed afterwards); otherwise one after the other in one `analytics()` block.
     (Inside a thread the transaction is open, so nested calls run sequentially.)"""
-    threads = int(getattr(settings, "METRICS_QUERY_THREADS", 3))
+    threads = int_setting("METRICS_QUERY_THREADS", 3)
     if connection.vendor != "postgresql" or connection.in_atomic_block or threads <= 1 or len(tasks) <= 1:
         with analytics():
             return {name: fn() for name, fn in tasks.items()}
