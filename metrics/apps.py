@@ -5,3 +5,8 @@ from django.utils.translation import gettext_lazy as _
 class MetricsConfig(AppConfig):
     name = "metrics"
     verbose_name = _("Metrics")
+
+    def ready(self):
+        from . import resultcache
+
+        resultcache.connect_signals()

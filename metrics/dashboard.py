@@ -8,7 +8,7 @@ from helpdesk.models import User
 
 from . import report, sla
 from .kpis import cltv, first_response_time, response_time
-from .kpis.base import Selection
+from .kpis.base import Selection, run_reads
 from .models import SurveyInvitation
 
 TABLES = ("summary", "channel", "team", "agent", "day", "week", "month", "distribution", "comments", "segments")
@@ -19,8 +19,8 @@ TABLE_KPIS = ("volume", "first_response_time", "response_time", "resolution_time
               "sla_attainment", "csat")
 
 
-def _sub(sel: Selection, group_by):
-    return replace(sel, group_by=group_by, _cache={})
+def _sub(sel: Selection, group_by, skip=frozenset()):
+    return replace(sel, group_by=group_by, skip=skip, _cache={})
 
 
 def table(sel: Selection, name: str) -> list[dict]:
@@ -61,18 +61,29 @@ def live_counters() -> dict:
 
 
 def data(sel: Selection) -> dict:
-    current = report.build(_sub(sel, None))[0]
-    previous = report.build(_sub(sel.previous(), None))[0]
+    """Everything the page shows; all but the live counters from metrics.resultcache when
+    the data has not changed since."""
+    from . import resultcache
+
+    return {**resultcache.cached("dashboard", sel, lambda: _data(sel)), "live": live_counters()}
+
+
+# the cards show the response-time mean only; the tables no business-hours figures
+CARD_SKIP = frozenset({"rt_pct"})
+TABLE_SKIP = frozenset({"rt_pct", "bh_pct"})
+
+
+def _data(sel: Selection) -> dict:
+    build = report.build_uncached
     trend_group = "day" if (sel.end - sel.start).days <= 62 else ("week" if (sel.end - sel.start).days <= 370 else "month")
-    return {
-        "current": current,
-        "previous": previous,
-        "trend_group": trend_group,
-        "trend": report.build(_sub(sel, trend_group), only=TREND_KPIS),
-        "by_channel": report.build(_sub(sel, "channel"), only=TABLE_KPIS),
-        "by_team": report.build(_sub(sel, "team"), only=TABLE_KPIS),
-        "by_agent": report.build(_sub(sel, "agent"), only=TABLE_KPIS),
-        "distribution": first_response_time.distribution(sel),
-        "comments": comments(sel),
-        "live": live_counters(),
-    }
+    parts = run_reads({
+        "current": lambda: build(_sub(sel, None, CARD_SKIP))[0],
+        "previous": lambda: build(_sub(sel.previous(), None, CARD_SKIP))[0],
+        "trend": lambda: build(_sub(sel, trend_group, TABLE_SKIP), only=TREND_KPIS),
+        "by_channel": lambda: build(_sub(sel, "channel", TABLE_SKIP), only=TABLE_KPIS),
+        "by_team": lambda: build(_sub(sel, "team", TABLE_SKIP), only=TABLE_KPIS),
+        "by_agent": lambda: build(_sub(sel, "agent", TABLE_SKIP), only=TABLE_KPIS),
+        "distribution": lambda: first_response_time.distribution(sel),
+        "comments": lambda: comments(sel),
+    })
+    return {"trend_group": trend_group, **parts}

@@ -10,9 +10,13 @@ the incremental one (tests/metrics/test_property.py).
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
+import os
+import time
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 
 from django.conf import settings
@@ -23,6 +27,7 @@ from django.utils import timezone
 from conversations.models import Conversation, ConversationEvent, EventKind
 
 from . import facts as F
+from . import resultcache
 from .businesshours import local_day, schedules as load_schedules
 from .models import (
     ROLLUP_COLUMNS,
@@ -344,10 +349,17 @@ def apply_delta(delta: dict) -> None:
     cols = ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS]
     placeholders = ", ".join(["%s"] * len(cols))
     updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ROLLUP_COLUMNS)
-    sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders}) "
-           f"ON CONFLICT (day, channel, agent_id, team_id) DO UPDATE SET {updates}")
+    tail = f"ON CONFLICT (day, channel, agent_id, team_id) DO UPDATE SET {updates}"
+    rows.sort()  # one order for every writer
+    resultcache.bump()
     with connection.cursor() as cur:
-        cur.executemany(sql, rows)
+        if connection.vendor == "postgresql":
+            from psycopg2.extras import execute_values
+
+            execute_values(cur.cursor, f"INSERT INTO {table} ({', '.join(cols)}) VALUES %s {tail}", rows,
+                           page_size=1000)
+        else:
+            cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders}) {tail}", rows)
 
 
 # --------------------------------------------------------------------------- full recompute
@@ -384,8 +396,17 @@ def _all_starts() -> dict[int, list[tuple[int, datetime]]]:
 
 def recompute_all(progress=None, chunk: int = 5000, now: datetime | None = None) -> int:
     """Rebuild facts and rollups from the event log in one pass and one transaction
-    (holding the engine lock, so no incremental flush interleaves). Returns the number of conversations."""
+    (holding the engine lock, so no incremental flush interleaves). Returns the number of conversations.
+
+    On PostgreSQL the bulk path `_recompute_all_pg` streams the events and writes with COPY;
+    elsewhere the generic ORM path below (both give the same rows: tests/metrics/test_recompute_pg.py)."""
     now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        return _recompute_all_pg(progress, now)
+    return _recompute_all_generic(progress, chunk, now)
+
+
+def _recompute_all_generic(progress, chunk: int, now: datetime) -> int:
     with transaction.atomic():
         _serialize()
         context = _context()
@@ -415,11 +436,256 @@ def recompute_all(progress=None, chunk: int = 5000, now: datetime | None = None)
             if progress:
                 progress(len(ids), "conversations")
         apply_delta(acc)
+        resultcache.bump()
     return total
 
 
 def _bulk_insert(facts) -> None:
     ConversationFact.objects.bulk_create(facts, batch_size=2500)
+
+
+# --------------------------------------------------------------------------- full recompute, PostgreSQL
+
+_FACT_TABLES = (ConversationFact, ResponseFact)
+
+
+def _copy_text(value) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, str):
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            value = (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+                     .replace("\r", "\\r"))
+        return value
+    return str(value)
+
+
+def _json_text(value) -> str:
+    return _copy_text(json.dumps(value))
+
+
+def _n(v) -> str:
+    return "\\N" if v is None else str(v)
+
+
+def _f(v) -> str:
+    return "\\N" if v is None else repr(float(v))
+
+
+def _ts(v) -> str:
+    return "\\N" if v is None else v.isoformat()
+
+
+def _b(v) -> str:
+    return "\\N" if v is None else ("t" if v else "f")
+
+
+def _fact_line(b, tz) -> str:
+    """The COPY line of one ConversationFact (columns of FACT_COLUMNS) from a finished Base."""
+    started, frt_at, resolved = b.started_at, b.frt_at, b.resolved_at
+    return "\t".join((
+        str(b.conversation_id), _n(b.customer_id), _copy_text(b.origin_kind), _ts(started),
+        "\\N" if started is None else started.astimezone(tz).date().isoformat(), _b(b.outbound_first),
+        _ts(b.first_inbound_at), _ts(frt_at), "\\N" if frt_at is None else frt_at.astimezone(tz).date().isoformat(),
+        _f(b.frt_seconds), _f(b.frt_bh_seconds), _copy_text(b.frt_kind), _n(b.frt_agent_id), _n(b.frt_team_id),
+        _ts(b.awaiting_since), _ts(resolved), "\\N" if resolved is None else resolved.astimezone(tz).date().isoformat(),
+        _f(b.resolution_seconds), _f(b.resolution_bh_seconds), _n(b.resolution_agent_id), _n(b.resolution_team_id),
+        str(b.reopen_count), str(b.public_replies), str(b.contacts), str(b.switches), _b(b.one_touch), _b(b.fcr),
+        _b(b.fcr_final), _ts(b.fcr_window_end), _b(b.repeat_contact), _b(b.sla_met), _b(b.sla_frt_met),
+        _b(b.sla_resolution_met), _n(b.initial_team_id),
+        _json_text([[a.isoformat(), s, k, ag, t] for a, s, k, ag, t in b.responses]),
+        _json_text([[a.isoformat(), ag, t] for a, ag, t in b.reopens]) if b.reopens else "[]",
+        _json_text(b.contrib), b.computed_at)) + "\n"
+
+
+FACT_COLUMNS = [
+    "conversation_id", "customer_id", "origin_kind", "started_at", "created_day", "outbound_first",
+    "first_inbound_at", "frt_at", "frt_day", "frt_seconds", "frt_bh_seconds", "frt_kind", "frt_agent_id",
+    "frt_team_id", "awaiting_since", "resolved_at", "resolved_day", "resolution_seconds", "resolution_bh_seconds",
+    "resolution_agent_id", "resolution_team_id", "reopen_count", "public_replies", "contacts", "switches",
+    "one_touch", "fcr", "fcr_final", "fcr_window_end", "repeat_contact", "sla_met", "sla_frt_met",
+    "sla_resolution_met", "initial_team_id", "responses", "reopens", "contrib", "computed_at",
+]
+RESPONSE_COLUMNS = ["conversation_id", "at", "day", "seconds", "channel", "agent_id", "team_id"]
+
+
+def _response_lines(b, tz) -> list[str]:
+    cid = str(b.conversation_id)
+    return ["\t".join((cid, at.isoformat(), at.astimezone(tz).date().isoformat(), repr(float(seconds)),
+                       _copy_text(kind or ""), _n(agent), _n(team))) + "\n"
+            for at, seconds, kind, agent, team in b.responses]
+
+
+def _secondary_indexes(cur) -> list[tuple[str, str]]:
+    """(name, CREATE INDEX statement) of the fact tables' indexes that back no constraint."""
+    tables = [m._meta.db_table for m in _FACT_TABLES]
+    cur.execute("""
+        SELECT i.indexname, i.indexdef FROM pg_indexes i
+        WHERE i.schemaname = current_schema() AND i.tablename = ANY(%s)
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)""", [tables])
+    return cur.fetchall()
+
+
+def _copy(cur, table: str, columns: list[str], text: str) -> None:
+    if text:
+        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO(text), size=1 << 20)
+
+
+def _fold_range(raw, lo: int, hi: int, job: dict) -> tuple[str, str, dict, int]:
+    """Fold the conversations lo..hi (inclusive ids) read through the psycopg2 connection `raw`:
+    (fact COPY text, response COPY text, rollup contributions, count)."""
+    tz, schedules, policies, starts, now = job["tz"], job["schedules"], job["policies"], job["starts"], job["now"]
+    computed = job["computed_at"]
+    keys = ", ".join(f"data->>'{k}'" for k in _DATA_KEYS)
+    kinds = ", ".join(f"'{k}'" for k in RELEVANT_KINDS)
+    with raw.cursor() as cur:
+        cur.execute(f"SELECT id, customer_id, team_id, priority FROM {Conversation._meta.db_table} "
+                    f"WHERE id BETWEEN %s AND %s ORDER BY id", [lo, hi])
+        convs = cur.fetchall()
+        cur.execute(f"SELECT conversation_id, id, kind, at, actor_type, actor_user_id, {keys} "
+                    f"FROM {ConversationEvent._meta.db_table} WHERE conversation_id BETWEEN %s AND %s "
+                    f"AND kind IN ({kinds}) ORDER BY conversation_id, at, id", [lo, hi])
+        rows = cur.fetchall()
+    acc: dict[str, dict[str, int]] = {}
+    fact_lines: list[str] = []
+    resp_lines: list[str] = []
+    Ev, ConvInfo, build_base, int_ = F.Ev, F.ConvInfo, F.build_base, _int
+    i, n = 0, len(rows)
+    for conv in convs:
+        cid = conv[0]
+        evs = []
+        while i < n and rows[i][0] <= cid:
+            if rows[i][0] == cid:
+                _c, eid, kind, at, actor_type, actor_id, channel, automated, frm, to, assignee = rows[i]
+                evs.append(Ev(eid, kind, at, actor_type, actor_id,
+                              {"channel": channel or "", "automated": automated in ("true", "1"),
+                               "from": int_(frm), "to": int_(to), "assignee": int_(assignee)}))
+            i += 1
+        base = build_base(ConvInfo(*conv), evs, schedules, policies)
+        others = [s for c, s in starts.get(base.customer_id, ()) if c != cid]
+        base.computed_at = computed
+        _add(acc, _finish(base, others, now, base), 1)
+        fact_lines.append(_fact_line(base, tz))
+        if base.responses:
+            resp_lines.extend(_response_lines(base, tz))
+    return "".join(fact_lines), "".join(resp_lines), acc, len(convs)
+
+
+_JOB: dict = {}
+_WORKER_CONN: dict = {}
+
+
+def _worker_fold(rng):
+    """In a forked worker: a connection of its own (never the parent's, which is inherited
+    mid-transaction), then fold one range."""
+    import psycopg2
+
+    raw = _WORKER_CONN.get("conn")
+    if raw is None:
+        params = connection.get_connection_params()
+        raw = _WORKER_CONN["conn"] = psycopg2.connect(**params)
+        raw.set_session(readonly=True, autocommit=True)
+    return _fold_range(raw, rng[0], rng[1], _JOB)
+
+
+def _ranges(ids: list[int], size: int) -> list[tuple[int, int]]:
+    return [(ids[k], ids[min(k + size, len(ids)) - 1]) for k in range(0, len(ids), size)]
+
+
+def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int | None = None) -> int:
+    """The bulk path: TRUNCATE, drop the fact tables' secondary indexes, read the events of
+    each range of conversations once (only the JSON keys the engine reads), fold them with the
+    same facts.build_base as the incremental path (in forked worker processes when there are
+    many: METRICS_RECOMPUTE_WORKERS), COPY the rows, rebuild the indexes, COPY the rollups, ANALYZE.
+
+    Workers read through connections of their own, so they see committed events only; with
+    fewer than `chunk` conversations (or workers=1) everything runs in this process."""
+    import multiprocessing
+
+    from .businesshours import _tz
+
+    fact_table, resp_table = ConversationFact._meta.db_table, ResponseFact._meta.db_table
+    total = 0
+    with transaction.atomic():
+        _serialize()
+        schedules, policies = _context()
+        with connection.cursor() as cur:
+            cur.execute("SET LOCAL work_mem = '256MB'")
+            cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            cur.execute("SET LOCAL synchronous_commit = off")
+            cur.execute(f"TRUNCATE {DirtyConversation._meta.db_table}, {DailyRollup._meta.db_table}, "
+                        f"{resp_table}, {fact_table}")
+            indexes = _secondary_indexes(cur)
+            for name, _sql in indexes:
+                cur.execute(f'DROP INDEX "{name}"')
+            cur.execute(f"SELECT id FROM {Conversation._meta.db_table} ORDER BY id")
+            ids = [r[0] for r in cur.fetchall()]
+        t0 = time.monotonic()
+        _JOB.clear()
+        _JOB.update(tz=_tz(settings.TIME_ZONE), schedules=schedules, policies=policies, starts=_all_starts(),
+                    now=now, computed_at=timezone.now().isoformat())
+        phases = {"starts": time.monotonic() - t0}
+        ranges = _ranges(ids, chunk)
+        if workers is None:
+            from .kpis.base import int_setting
+
+            workers = int_setting("METRICS_RECOMPUTE_WORKERS", 0) or min(4, os.cpu_count() or 1)
+        acc: dict[str, dict[str, int]] = {}
+        connection.ensure_connection()
+        pool = None
+        if workers > 1 and len(ranges) > 1:
+            pool = multiprocessing.get_context("fork").Pool(workers)
+            results = pool.imap(_worker_fold, ranges)
+        else:
+            raw = connection.connection
+            results = (_fold_range(raw, lo, hi, _JOB) for lo, hi in ranges)
+        try:
+            with connection.cursor() as cur:
+                for fact_text, resp_text, part, n in results:
+                    _copy(cur, fact_table, FACT_COLUMNS, fact_text)
+                    _copy(cur, resp_table, RESPONSE_COLUMNS, resp_text)
+                    for key, cols in part.items():
+                        row = acc.setdefault(key, {})
+                        for col, val in cols.items():
+                            row[col] = row.get(col, 0) + val
+                    total += n
+                    if progress:
+                        progress(n, "conversations")
+                phases["fold+copy"] = time.monotonic() - t0 - sum(phases.values())
+                for _name, sql in indexes:
+                    cur.execute(sql)
+                phases["indexes"] = time.monotonic() - t0 - sum(phases.values())
+                _copy(cur, DailyRollup._meta.db_table, ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS],
+                      "".join(_rollup_line(key, cols) for key, cols in acc.items() if any(cols.values())))
+        finally:
+            if pool is not None:
+                pool.terminate()
+            _JOB.clear()
+    resultcache.bump()
+    phases["rollups+commit"] = time.monotonic() - t0 - sum(phases.values())
+    with connection.cursor() as cur:
+        # VACUUM sets the visibility map, so the covering indexes give index-only scans
+        # (it cannot run inside a transaction block: there, ANALYZE only)
+        verb = "ANALYZE" if connection.in_atomic_block else "VACUUM ANALYZE"
+        cur.execute(f"{verb} {fact_table}, {resp_table}, {DailyRollup._meta.db_table}")
+    phases["analyze"] = time.monotonic() - t0 - sum(phases.values())
+    log.info("full recompute of %s conversations (%s workers): %s", total, workers,
+             ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
+    return total
+
+
+def _rollup_line(key: str, cols: dict) -> str:
+    day, channel, agent, team = key.split("|")
+    return "\t".join([day, _copy_text(channel), agent, team, *(str(int(cols.get(c, 0))) for c in ROLLUP_COLUMNS)]) + "\n"
 
 
 def rollup_snapshot() -> dict:

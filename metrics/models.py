@@ -42,7 +42,12 @@ class SurveyInvitation(models.Model):
 
     class Meta:
         ordering = ["-invited_at"]
-        indexes = [models.Index(fields=["answered_at"]), models.Index(fields=["customer", "invited_at"])]
+        indexes = [models.Index(fields=["answered_at"]), models.Index(fields=["customer", "invited_at"]),
+                   # covering (PostgreSQL): the survey KPIs read only the index
+                   models.Index(fields=["answered_at"], include=["kind", "score", "channel_kind", "agent_id", "team_id"],
+                                name="survey_answered_cover"),
+                   models.Index(fields=["invited_at"], include=["kind", "score", "channel_kind", "agent_id", "team_id"],
+                                name="survey_invited_cover")]
 
 
 # --------------------------------------------------------------------------- business hours and SLA
@@ -111,7 +116,7 @@ class ConversationFact(models.Model):
     first_inbound_at = models.DateTimeField(null=True)
     # first response
     frt_at = models.DateTimeField(null=True)
-    frt_day = models.DateField(null=True, db_index=True)
+    frt_day = models.DateField(null=True)
     frt_seconds = models.FloatField(null=True)
     frt_bh_seconds = models.FloatField(null=True)
     frt_kind = models.CharField(max_length=20, blank=True)
@@ -120,7 +125,7 @@ class ConversationFact(models.Model):
     awaiting_since = models.DateTimeField(null=True)
     # resolution (final: null while not resolved now)
     resolved_at = models.DateTimeField(null=True)
-    resolved_day = models.DateField(null=True, db_index=True)
+    resolved_day = models.DateField(null=True)
     resolution_seconds = models.FloatField(null=True)
     resolution_bh_seconds = models.FloatField(null=True)
     resolution_agent_id = models.BigIntegerField(null=True)
@@ -144,7 +149,15 @@ class ConversationFact(models.Model):
     computed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["customer_id", "started_at"], name="fact_customer_started")]
+        indexes = [
+            models.Index(fields=["customer_id", "started_at"], name="fact_customer_started"),
+            # covering (PostgreSQL): percentiles, CLTV and retention of a period read only the index
+            models.Index(fields=["frt_day"], include=["frt_seconds", "frt_bh_seconds", "frt_kind", "frt_agent_id",
+                                                      "frt_team_id"], name="fact_frt_cover"),
+            models.Index(fields=["resolved_day"], include=["resolution_seconds", "resolution_bh_seconds",
+                                                           "origin_kind", "resolution_agent_id", "resolution_team_id",
+                                                           "customer_id", "resolved_at"], name="fact_resolved_cover"),
+        ]
 
 
 class ResponseFact(models.Model):
@@ -152,11 +165,15 @@ class ResponseFact(models.Model):
 
     conversation_id = models.BigIntegerField(db_index=True)
     at = models.DateTimeField()
-    day = models.DateField(db_index=True)
+    day = models.DateField()
     seconds = models.FloatField()
     channel = models.CharField(max_length=20, blank=True)
     agent_id = models.BigIntegerField(null=True)
     team_id = models.BigIntegerField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], include=["seconds", "channel", "agent_id", "team_id"],
+                                name="response_day_cover")]
 
 
 ROLLUP_COLUMNS = [

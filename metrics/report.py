@@ -26,7 +26,7 @@ from .kpis import (
     sla_attainment,
     volume,
 )
-from .kpis.base import GROUPINGS, Selection, TIME_GROUPINGS
+from .kpis.base import GROUPINGS, TIME_GROUPINGS, Selection, analytics, rollups, run_reads
 
 
 def _empty_time():
@@ -59,8 +59,38 @@ KPIS = {
 def build(sel: Selection, only=None) -> list[dict]:
     """One object per group (or one for the whole selection without group_by).
 
-    `only` restricts the KPIs computed (the dashboard's trend and breakdown tables)."""
-    parts = {name: fn(sel) for name, fn in KPIS.items() if only is None or name in only}
+    `only` restricts the KPIs computed (the dashboard's trend and breakdown tables).
+    Results come from metrics.resultcache when the data has not changed since."""
+    from . import resultcache
+
+    return resultcache.cached(("build", tuple(sorted(only)) if only else None), sel,
+                              lambda: build_uncached(sel, only))
+
+
+# KPIs that share one read (a memo of the Selection) are computed in the same task
+READS = (
+    ("first_response_time", "first_response_time_business"),
+    ("resolution_time", "resolution_time_business"),
+    ("response_time",),
+    ("csat", "nps", "ces"),
+    ("cltv", "retention_rate", "retention"),
+)
+
+
+def build_uncached(sel: Selection, only=None) -> list[dict]:
+    wanted = [name for name in KPIS if only is None or name in only]
+    tasks = {}
+    for group in READS:
+        names = [n for n in group if n in wanted]
+        if names:
+            tasks[group[0]] = (lambda names: lambda: {n: KPIS[n](sel) for n in names})(names)
+    tasks["rollups"] = lambda: {n: KPIS[n](sel) for n in wanted if not any(n in g for g in READS)}
+    with analytics():
+        rollups(sel)  # read by most tasks: once, before they start
+    parts = {}
+    for computed in run_reads(tasks).values():
+        parts.update(computed)
+    parts = {name: parts[name] for name in wanted}
     defaults = {
         "first_response_time": _empty_time(), "first_response_time_business": _empty_time(),
         "response_time": _empty_time(), "resolution_time": _empty_time(),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Aggregate, F, FloatField, Sum, Value
 from django.db.models.functions import TruncMonth, TruncWeek
 
@@ -29,6 +30,9 @@ class Selection:
     channel: str | None = None
     team_id: int | None = None
     agent_id: int | None = None
+    # parts a caller does not show and need not be computed: "rt_pct" (response-time median/p90),
+    # "bh_pct" (business-hours medians); the figures are then null
+    skip: frozenset = frozenset()
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -48,7 +52,7 @@ class Selection:
         """The period of the same length just before this one."""
         days = (self.end - self.start).days + 1
         return Selection(self.start - timedelta(days=days), self.start - timedelta(days=1), self.group_by,
-                         self.channel, self.team_id, self.agent_id)
+                         self.channel, self.team_id, self.agent_id, self.skip)
 
     def memo(self, key, fn):
         if key not in self._cache:
@@ -115,6 +119,69 @@ class PercentileCont(Aggregate):
     output_field = FloatField()
 
 
+class MedianP90(Aggregate):
+    """[median, p90] by linear interpolation from one sort (PostgreSQL)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(ARRAY[0.5, 0.9]::float8[]) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    @property
+    def output_field(self):
+        from django.contrib.postgres.fields import ArrayField
+
+        return ArrayField(FloatField())
+
+
+def int_setting(name: str, default: int) -> int:
+    """A Django setting, else the environment variable of that name, else `default`."""
+    import os
+
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name) or default
+    return int(value)
+
+
+def run_reads(tasks: dict) -> dict:
+    """Run independent reads {name: fn}: on PostgreSQL, outside a transaction, in
+    METRICS_QUERY_THREADS threads, each in an `analytics()` transaction on a connection of
+    its own (closed afterwards); otherwise one after the other in one `analytics()` block.
+    (Inside a thread the transaction is open, so nested calls run sequentially.)"""
+    threads = int_setting("METRICS_QUERY_THREADS", 3)
+    if connection.vendor != "postgresql" or connection.in_atomic_block or threads <= 1 or len(tasks) <= 1:
+        with analytics():
+            return {name: fn() for name, fn in tasks.items()}
+
+    def isolated(fn):
+        try:
+            with analytics():
+                return fn()
+        finally:
+            connection.close()
+
+    with executor(threads) as pool:
+        futures = {name: pool.submit(isolated, fn) for name, fn in tasks.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def executor(threads: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(threads)
+
+
+@contextmanager
+def analytics():
+    """Run the reads of a report in one transaction; on PostgreSQL with JIT off (its compile
+    time dominated these aggregates) and work_mem for in-memory sorts of the percentiles."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cur:
+                cur.execute("SET LOCAL jit = off")
+                cur.execute("SET LOCAL work_mem = '64MB'")
+        yield
+
+
 def percentile(values: list[float], p: float) -> float | None:
     """Linear interpolation, as PostgreSQL's percentile_cont."""
     if not values:
@@ -162,14 +229,11 @@ def medians(qs, sel: Selection, dims: dict, *values: str) -> dict:
     qs = qs.annotate(g=group_annotation(sel, dims))
     out: dict = {v: {} for v in values}
     if connection.vendor == "postgresql":
-        aggs = {}
-        for i, v in enumerate(values):
-            aggs[f"m{i}"] = PercentileCont(v, p=0.5)
-            aggs[f"p{i}"] = PercentileCont(v, p=0.9)
+        aggs = {f"q{i}": MedianP90(v) for i, v in enumerate(values)}
         for row in qs.values("g").annotate(**aggs).order_by():
             key = _norm_key(sel, row["g"])
             for i, v in enumerate(values):
-                out[v][key] = (row[f"m{i}"], row[f"p{i}"])
+                out[v][key] = tuple(row[f"q{i}"] or (None, None))
         return out
     collected: dict = defaultdict(lambda: [[] for _ in values])
     for row in qs.values_list("g", *values):

@@ -14,6 +14,12 @@ DIMS = {"day": "resolved_day", "channel": "origin_kind", "agent": "resolution_ag
 def compute(sel, business: bool = False) -> dict:
     field = "resolution_bh_seconds" if business else "resolution_seconds"
     sum_col = "res_bh_sum_ms" if business else "res_sum_ms"
-    pct = sel.memo("pct:res", lambda: medians(ConversationFact.objects.all(), sel, DIMS, "resolution_seconds",
-                                              "resolution_bh_seconds"))[field]
+    if "bh_pct" in sel.skip:  # the caller shows no business-hours percentiles: one sort less
+        if business:
+            return {k: time_stats(r["resolved"], r[sum_col], None) for k, r in rollups(sel).items()}
+        pct = sel.memo("pct:res:wall", lambda: medians(ConversationFact.objects.all(), sel, DIMS,
+                                                       "resolution_seconds"))[field]
+    else:
+        pct = sel.memo("pct:res", lambda: medians(ConversationFact.objects.all(), sel, DIMS, "resolution_seconds",
+                                                  "resolution_bh_seconds"))[field]
     return {k: time_stats(r["resolved"], r[sum_col], pct.get(k)) for k, r in rollups(sel).items()}

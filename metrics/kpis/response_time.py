@@ -9,7 +9,10 @@ DIMS = {"day": "day", "channel": "channel", "agent": "agent_id", "team": "team_i
 
 
 def compute(sel) -> dict:
-    pct = sel.memo(("pct", "rt"), lambda: medians(ResponseFact.objects.all(), sel, DIMS, "seconds"))["seconds"]
+    if "rt_pct" in sel.skip:
+        pct = {}
+    else:
+        pct = sel.memo(("pct", "rt"), lambda: medians(ResponseFact.objects.all(), sel, DIMS, "seconds"))["seconds"]
     return {k: time_stats(r["rt_count"], r["rt_sum_ms"], pct.get(k)) for k, r in rollups(sel).items()}
 
 

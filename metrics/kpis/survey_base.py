@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.db.models.functions import TruncDate
 
 from ..models import SurveyInvitation
@@ -23,45 +23,45 @@ def _key(sel, row, dim):
 
 
 def scores(sel, kind: str) -> dict:
-    """{group: {score: count}} of answers dated in the period."""
+    """{group: {score: count}} of answers dated in the period (one query for every survey kind)."""
 
     def load():
-        qs = SurveyInvitation.objects.filter(kind=kind, score__isnull=False, answered_at__gte=sel.start_at,
+        qs = SurveyInvitation.objects.filter(score__isnull=False, answered_at__gte=sel.start_at,
                                              answered_at__lt=sel.end_at)
         qs = filter_dims(qs, sel, channel="channel_kind", agent="agent_id", team="team_id")
         dim = DIM_FIELDS.get(sel.group_by)
         if sel.group_by in TIME_GROUPINGS:
             qs = qs.annotate(d=TruncDate("answered_at", tzinfo=sel.tz))
             dim = "d"
-        fields = [dim, "score"] if dim else ["score"]
-        out: dict = defaultdict(lambda: defaultdict(int))
-        for row in qs.values(*fields).annotate(n=Count("id")).order_by():
-            out[_key(sel, row, dim) if dim else None][row["score"]] += row["n"]
+        fields = ["kind", dim, "score"] if dim else ["kind", "score"]
+        out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+        for row in qs.values(*fields).annotate(n=Count("*")).order_by():
+            out[row["kind"]][_key(sel, row, dim) if dim else None][row["score"]] += row["n"]
         return out
 
-    return sel.memo(("survey", kind), load)
+    return sel.memo("survey-scores", load).get(kind, {})
 
 
 def invitations(sel, kind: str) -> dict:
-    """{group: (sent, answered)} of invitations sent in the period."""
+    """{group: (sent, answered)} of invitations sent in the period (one query for every survey kind)."""
 
     def load():
-        qs = SurveyInvitation.objects.filter(kind=kind, invited_at__gte=sel.start_at, invited_at__lt=sel.end_at)
+        qs = SurveyInvitation.objects.filter(invited_at__gte=sel.start_at, invited_at__lt=sel.end_at)
         qs = filter_dims(qs, sel, channel="channel_kind", agent="agent_id", team="team_id")
         dim = DIM_FIELDS.get(sel.group_by)
         if sel.group_by in TIME_GROUPINGS:
             qs = qs.annotate(d=TruncDate("invited_at", tzinfo=sel.tz))
             dim = "d"
-        out: dict = defaultdict(lambda: [0, 0])
-        aggs = {"sent": Count("id"), "answered": Count("id", filter=Q(score__isnull=False))}
-        rows = qs.values(dim).annotate(**aggs).order_by() if dim else [qs.aggregate(**aggs)]
-        for row in rows:
-            acc = out[_key(sel, row, dim) if dim else None]
+        out: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        aggs = {"sent": Count("*"), "answered": Count("score")}  # index-only: no id
+        fields = ["kind", dim] if dim else ["kind"]
+        for row in qs.values(*fields).annotate(**aggs).order_by():
+            acc = out[row["kind"]][_key(sel, row, dim) if dim else None]
             acc[0] += row["sent"]
             acc[1] += row["answered"]
         return out
 
-    return sel.memo(("invites", kind), load)
+    return sel.memo("survey-invitations", load).get(kind, {})
 
 
 def response_rate(sel, kind: str, key) -> float | None:

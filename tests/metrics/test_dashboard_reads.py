@@ -1,0 +1,68 @@
+"""The dashboard's reads in threads equal the sequential ones; the result cache serves
+repeated requests and a data change invalidates it."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from metrics import dashboard, report
+from metrics.kpis.base import Selection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _traffic(play, channels, personas, days_ago=5, n=1):
+    now = timezone.now().replace(microsecond=0) - timedelta(days=days_ago)
+    for i, (channel, who, agent) in enumerate([(channels.chat, f"kim{n}", personas.ana),
+                                              (channels.email, f"lee{n}@x.org", personas.bob),
+                                              (channels.whatsapp, f"+1555000111{n}", personas.ana)]):
+        conv = play.inbound(channel, who, (now + timedelta(minutes=i)).isoformat()).message.conversation
+        play.reply(conv, agent, (now + timedelta(minutes=10 + 7 * i)).isoformat())
+        play.resolve(conv, (now + timedelta(minutes=60 + i)).isoformat())
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="threads only on PostgreSQL")
+def test_threaded_reads_equal_sequential(play, channels, personas, settings, monkeypatch):
+    _traffic(play, channels, personas)
+    today = timezone.localdate()
+    sel = Selection(today - timedelta(days=89), today)
+    settings.METRICS_QUERY_THREADS = 1
+    sequential = dashboard._data(sel)
+    used = []
+    from concurrent.futures import ThreadPoolExecutor
+
+    from metrics.kpis import base
+
+    class Spy(ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            used.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(base, "executor", Spy)
+    settings.METRICS_QUERY_THREADS = 3
+    assert dashboard._data(sel) == sequential
+    assert len(used) == 8  # the page's reads; the builds inside a thread run sequentially
+    used.clear()
+    api = report.build_uncached(Selection(sel.start, sel.end, "agent"))
+    assert len(used) == 6  # the API's reads in threads
+    settings.METRICS_QUERY_THREADS = 1
+    assert report.build_uncached(Selection(sel.start, sel.end, "agent")) == api
+    assert sequential["current"]["volume"]["created"] == 3 and sequential["by_agent"]
+
+
+def test_result_cache_is_invalidated_by_new_data(play, channels, personas, settings, django_assert_num_queries):
+    settings.METRICS_CACHE_SECONDS = 60
+    _traffic(play, channels, personas)
+    today = timezone.localdate()
+    sel = Selection(today - timedelta(days=89), today)
+    first = report.build(sel)[0]
+    assert first["volume"]["created"] == 3
+    with django_assert_num_queries(0):
+        assert report.build(Selection(sel.start, sel.end))[0] == first
+    _traffic(play, channels, personas, days_ago=3, n=2)  # the engine's flush bumps the data version
+    assert report.build(Selection(sel.start, sel.end))[0]["volume"]["created"] == 6
+    settings.METRICS_CACHE_SECONDS = 0
+    assert report.build(Selection(sel.start, sel.end))[0]["volume"]["created"] == 6
