@@ -81,6 +81,7 @@ def main():
     parser.add_argument("--messages", type=int, default=10)
     parser.add_argument("--fold", default="auto", choices=["auto", "batch", "end", "none"],
                         help="how the KPIs are folded (metrics.importer.run)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (as manage.py import_history)")
     parser.add_argument("--per-object", action="store_true", help="the per-object service path instead of bulk")
     parser.add_argument("--no-copy", action="store_true", help="bulk_create instead of COPY")
     parser.add_argument("--file", help="keep the generated file here (reused when it exists)")
@@ -124,12 +125,12 @@ def main():
             t0 = time.monotonic()
             with path.open("rb") as fh:
                 result = importer.run(fh, fold=args.fold, bulk=not args.per_object,
-                                      use_copy=False if args.no_copy else None)
+                                      use_copy=False if args.no_copy else None, workers=args.workers)
             took = time.monotonic() - t0
             fold = folding["seconds"]
             data = result.as_dict()
             n = data["messages"]
-            print(f"{label} (fold={args.fold}): {took:.1f}s, {n / took if n else 0:,.0f} messages/s with KPIs folded "
+            print(f"{label} (fold={args.fold}, workers={args.workers}): {took:.1f}s, {n / took if n else 0:,.0f} messages/s with KPIs folded "
                   f"(import {took - fold:.1f}s = {n / (took - fold) if n else 0:,.0f} messages/s, folding {fold:.1f}s), "
                   f"{total / took:,.0f} file messages/s; created {data['created']}, "
                   f"unchanged {data['unchanged']}, errors {data['error_count']}", flush=True)
@@ -141,7 +142,8 @@ def main():
             cur.execute("SELECT count(*) FROM metrics_conversationfact")
             facts = cur.fetchone()[0]
         print(f"stored: {stored:,} messages, {facts:,} conversation facts; "
-              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
+              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+              f"(largest worker {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB)", flush=True)
 
 
 if __name__ == "__main__":

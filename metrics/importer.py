@@ -611,10 +611,11 @@ class _Customer:
     recipients: dict = field(default_factory=dict)  # identity kind -> value (recipient_for)
     has_identity: bool = False
     changed: bool = False
-
-
-class _BatchFailed(Exception):
-    pass
+    # this batch's history of the customer (the update is computed from it in SQL on PostgreSQL, so that
+    # concurrent batches of one customer agree whatever order they commit in)
+    hist_first: datetime | None = None
+    hist_last: datetime | None = None
+    hist_inbound: tuple | None = None
 
 
 class BulkImporter:
@@ -640,6 +641,7 @@ class BulkImporter:
         self.rows: dict = defaultdict(list)
         self.customers: dict[str, _Customer] = {}
         self.conversations: dict[str, _State] = {}
+        self.handles: list[Identity] = []
         by_kind = defaultdict(list)
         for seq, (position, kind, obj) in items:
             if isinstance(obj, ObjectError):
@@ -674,23 +676,32 @@ class BulkImporter:
             row["id"] = pk
         for model in (Customer, Identity, Conversation, Message, ConversationEvent, SurveyInvitation, Order):
             self.writer.write(model, self.rows.pop(model, []))
+        # a concurrent batch of the same customer may add the same handle: it waits, then keeps that one
+        Identity.objects.bulk_create(self.handles, ignore_conflicts=True)
         changed = [c for c in self.customers.values() if c.changed]
         if not changed:
             return
         if self.writer.use_copy:
             from psycopg2.extras import execute_values
 
+            # _CustomerChanges.commit's rules, evaluated on the row as committed (ORDER BY: one lock order)
             table = Customer._meta.db_table
+            newer = "(v.ia IS NOT NULL AND (c.last_inbound_at IS NULL OR v.ia >= c.last_inbound_at))"
             with connection.cursor() as cur:
                 execute_values(
                     cur.cursor,
-                    f'UPDATE "{table}" AS c SET first_seen_at = v.f, last_seen_at = v.l, last_inbound_at = v.ia, '
-                    f'last_inbound_kind = v.k, last_inbound_channel_id = v.ch FROM (VALUES %s) '
-                    f'AS v(id, f, l, ia, k, ch) WHERE c.id = v.id',
-                    [(c.id, c.first_seen_at, c.last_seen_at, c.last_inbound_at, c.last_inbound_kind,
-                      c.last_inbound_channel_id) for c in changed],
+                    f'UPDATE "{table}" AS c SET first_seen_at = LEAST(c.first_seen_at, v.f), '
+                    f'last_seen_at = CASE WHEN c.last_inbound_at IS NULL AND c.first_seen_at = c.last_seen_at '
+                    f'THEN COALESCE(v.l, v.f) ELSE GREATEST(c.last_seen_at, v.l) END, '
+                    f'last_inbound_at = CASE WHEN {newer} THEN v.ia ELSE c.last_inbound_at END, '
+                    f'last_inbound_kind = CASE WHEN {newer} THEN v.k ELSE c.last_inbound_kind END, '
+                    f'last_inbound_channel_id = CASE WHEN {newer} THEN v.ch ELSE c.last_inbound_channel_id END '
+                    f'FROM (VALUES %s) AS v(id, f, l, ia, k, ch) WHERE c.id = v.id',
+                    sorted((c.id, c.hist_first, c.hist_last, *(
+                        (c.hist_inbound[0], c.hist_inbound[1].kind, c.hist_inbound[1].pk) if c.hist_inbound
+                        else (None, "", None))) for c in changed),
                     template="(%s, %s::timestamptz, %s::timestamptz, %s::timestamptz, %s, %s::bigint)",
-                    page_size=1000)
+                    page_size=len(changed))
             return
         objs = [Customer(id=c.id, first_seen_at=c.first_seen_at, last_seen_at=c.last_seen_at,
                          last_inbound_at=c.last_inbound_at, last_inbound_kind=c.last_inbound_kind,
@@ -845,9 +856,8 @@ class BulkImporter:
                 customer.recipients.pop("chat", None)
             raise
         if new_identity:
-            self.rows[Identity].append({"id": self.ids.take(Identity, 1)[0], "customer_id": customer.id,
-                                        "kind": "chat", "value": new_identity, "verified": False,
-                                        "created_at": self.now})
+            self.handles.append(Identity(customer_id=customer.id, kind="chat", value=new_identity,
+                                         created_at=self.now))
             customer.has_identity = True
         return built
 
@@ -1168,6 +1178,11 @@ class _CustomerChanges:
             c.last_inbound_kind = self.latest[1].kind
             c.last_inbound_channel_id = self.latest[1].pk
         c.changed = True
+        c.hist_first = self.first if c.hist_first is None else min(c.hist_first, self.first)
+        if self.last is not None and (c.hist_last is None or self.last > c.hist_last):
+            c.hist_last = self.last
+        if self.latest and (c.hist_inbound is None or self.latest[0] >= c.hist_inbound[0]):
+            c.hist_inbound = self.latest
 
 
 def _recipient(customer: _Customer, channel_kind: str) -> str:
@@ -1188,8 +1203,8 @@ FOLDS = ("auto", "batch", "end", "none")
 
 
 def run(stream, *, jsonl: bool | None = None, progress=None, fold: str = "auto", bulk: bool = True,
-        use_copy: bool | None = None, batch_objects: int = BATCH_OBJECTS,
-        batch_messages: int = BATCH_MESSAGES) -> ImportResult:
+        use_copy: bool | None = None, batch_objects: int = BATCH_OBJECTS, batch_messages: int = BATCH_MESSAGES,
+        workers: int = 1) -> ImportResult:
     """Import every object of `stream` (binary). `progress(n_messages)` is called as it goes.
 
     Objects are imported in batches, one transaction each: in bulk (the
@@ -1199,6 +1214,12 @@ def run(stream, *, jsonl: bool | None = None, progress=None, fold: str = "auto",
     object, so a bad object is reported alone and the others land. History
     has no side effects: no realtime pushes, webhooks, automation, surveys or
     outbound sends.
+
+    workers > 1 (PostgreSQL, bulk, outside a transaction) imports batches of
+    conversations, surveys and orders in that many forked processes at once;
+    a batch with agents or customers waits for the running ones and runs
+    alone, so everything a batch names was committed before it (a survey
+    whose conversation was still in flight is retried at the end).
 
     The KPIs are folded before this returns: fold="batch" flushes the engine
     after every batch, fold="end" recomputes everything once at the end, and
@@ -1216,31 +1237,139 @@ def run(stream, *, jsonl: bool | None = None, progress=None, fold: str = "auto",
     importer = BulkImporter(cache, result, use_copy=use_copy) if bulk else None
     before = _conversation_estimate() if fold == "auto" else 0
     objects = enumerate(iter_objects(stream, jsonl=jsonl))
+    errors: list = []
     imported = 0
+    parallel = (workers > 1 and bulk and connection.vendor == "postgresql" and not connection.in_atomic_block)
+
+    def account(counts, batch_errors, touched):
+        nonlocal imported
+        for kind in TYPES:
+            result.created[kind] += counts.created[kind]
+            result.skipped[kind] += counts.skipped[kind]
+        result.messages += counts.messages
+        errors.extend(batch_errors)
+        imported += touched
+        if progress:
+            progress(counts.messages)
+        if touched and fold == "batch":
+            engine.flush()
+
     with engine.suspended(), surveys.paused():
-        while True:
-            items = _take(objects, batch_objects, batch_messages)
-            if not items:
-                break
-            touched: set[int] = set()
-            with transaction.atomic():
-                mark = len(connection.run_on_commit)
-                counts, errors = _batch(importer, items, cache, touched)
-                # history: no pushes, webhooks or automation for it (see docstring)
-                del connection.run_on_commit[mark:]
-                engine.mark_dirty(touched)
-            cache.reset_objects()
-            _merge(result, counts, errors)
-            imported += len(touched)
-            if progress:
-                progress(counts.messages)
-            if touched and fold == "batch":
-                engine.flush()
+        pool = _Pool(workers, use_copy, account) if parallel else None
+        try:
+            while True:
+                items = _take(objects, batch_objects, batch_messages)
+                if not items:
+                    break
+                if pool is not None and pool.may_run(items, cache):
+                    pool.submit(items)
+                    continue
+                if pool is not None:
+                    pool.drain()  # everything before a batch of agents or customers is committed first
+                account(*_run_batch(importer, items, cache))
+            if pool is not None:
+                pool.drain()
+                for i in range(0, len(pool.retry), batch_objects):  # surveys whose conversation was in flight
+                    account(*_run_batch(importer, pool.retry[i:i + batch_objects], cache))
+        finally:
+            if pool is not None:
+                pool.close()
         if fold == "end" or (fold == "auto" and imported and imported * 2 >= before):
             engine.recompute_all()
         elif imported and fold != "none":
             engine.flush()
+    result.errors = [e for _seq, e in sorted(errors, key=lambda x: x[0])]
     return result
+
+
+def _run_batch(importer, items, cache) -> tuple[ImportResult, list, int]:
+    """One batch in one transaction. Returns (counts, [(seq, error)], conversations touched)."""
+    touched: set[int] = set()
+    with transaction.atomic():
+        mark = len(connection.run_on_commit)
+        counts, errors = _batch(importer, items, cache, touched)
+        # history: no pushes, webhooks or automation for it (see run's docstring)
+        del connection.run_on_commit[mark:]
+        engine.mark_dirty(touched)
+    cache.reset_objects()
+    return counts, errors, len(touched)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(use_copy) -> None:
+    cache = _Cache()
+    _WORKER.update(cache=cache, importer=BulkImporter(cache, ImportResult(), use_copy=use_copy))
+
+
+def _worker_batch(items):
+    return _run_batch(_WORKER["importer"], items, _WORKER["cache"])
+
+
+class _Pool:
+    """Batches of conversations, surveys and orders in forked processes, results taken in order."""
+
+    def __init__(self, workers: int, use_copy, account):
+        import multiprocessing
+
+        from django.db import connections
+
+        connections.close_all()  # the children must not share the parent's connection
+        self.pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init,
+                                                              initargs=(use_copy,))
+        self.limit = workers * 2
+        self.pending: list = []
+        self.account = account
+        self.retry: list = []
+        self.ready_kinds: set = set()
+        self.ready_teams: set = set()
+
+    def may_run(self, items, cache) -> bool:
+        if any(item[1] in ("agent", "customer") for _seq, item in items):
+            return False
+        # channels and teams a batch needs are created here, once, not by two processes at a time
+        for _seq, (_pos, kind, obj) in items:
+            if kind != "conversation" or not isinstance(obj, dict):
+                continue
+            team = obj.get("team")
+            if team and isinstance(team, str) and team not in self.ready_teams:
+                cache.team(team)
+                self.ready_teams.add(team)
+            for m in obj.get("messages") or ():
+                ch = m.get("channel") if isinstance(m, dict) else None
+                if ch and isinstance(ch, str) and ch not in self.ready_kinds:
+                    try:
+                        cache.channel(ch)
+                    except ObjectError:
+                        pass  # reported by the batch
+                    self.ready_kinds.add(ch)
+        return True
+
+    def submit(self, items) -> None:
+        surveys_in = {seq: item for seq, item in items if item[1] == "survey"}
+        self.pending.append((self.pool.apply_async(_worker_batch, (items,)), surveys_in))
+        while len(self.pending) >= self.limit:
+            self._collect()
+
+    def _collect(self) -> None:
+        handle, surveys_in = self.pending.pop(0)
+        counts, errors, touched = handle.get()
+        kept = []
+        for seq, error in errors:
+            if seq in surveys_in and "conversation" in error.get("errors", {}):
+                self.retry.append((seq, surveys_in[seq]))  # its conversation may have been in flight
+            else:
+                kept.append((seq, error))
+        self.account(counts, kept, touched)
+
+    def drain(self) -> None:
+        while self.pending:
+            self._collect()
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
 
 
 def _conversation_estimate() -> int:
@@ -1283,14 +1412,6 @@ def _batch(importer, items, cache, touched) -> tuple[ImportResult, list]:
         if error:
             errors.append((seq, error))
     return counts, errors
-
-
-def _merge(result: ImportResult, counts: ImportResult, errors: list) -> None:
-    for kind in TYPES:
-        result.created[kind] += counts.created[kind]
-        result.skipped[kind] += counts.skipped[kind]
-    result.messages += counts.messages
-    result.errors.extend(e for _seq, e in sorted(errors, key=lambda x: x[0]))
 
 
 def _one(item, cache, result, touched, progress) -> dict | None:

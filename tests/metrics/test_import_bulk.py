@@ -340,3 +340,38 @@ def test_import_is_silent(personas, channels, settings, django_capture_on_commit
     assert callbacks == []
     assert not Message.objects.filter(delivery_status="queued").exists()
     assert SurveyInvitation.objects.count() == 2  # only the file's (s1, s2)
+
+
+def test_workers_import_the_same_rows(personas, channels, monkeypatch):
+    """Batches in forked processes (PostgreSQL): the same rows as one process; a survey whose conversation
+    was in a batch still in flight is retried, a survey of an unknown conversation is still reported."""
+    if connection.vendor != "postgresql":
+        pytest.skip("worker processes are for PostgreSQL")
+    lines = scenario()
+    for i in range(12):
+        lines.append({"type": "conversation", "external_id": f"p{i}", "customer": ["c1", "c3"][i % 2], "messages": [
+            {"direction": "inbound", "channel": "chat", "body": "q", "created_at": at(1000 + i * 10)},
+            {"direction": "outbound", "channel": "chat", "author": "ana@example.com", "body": "a",
+             "created_at": at(1003 + i * 10)}], "events": [{"type": "resolved", "at": at(1005 + i * 10)}]})
+        lines.append({"type": "survey", "external_id": f"ps{i}", "conversation": f"p{max(i - 1, 0)}",
+                      "kind": "csat", "score": 4, "invited_at": at(1006 + i * 10)})
+    lines.append({"type": "survey", "external_id": "lost", "conversation": "p99", "kind": "csat",
+                  "invited_at": at(0)})
+    one = run(lines, batch_objects=3)
+    by_one = snapshot()
+    wipe()
+    in_parent = []
+    original = importer._run_batch
+
+    def spy(imp, items, cache):
+        in_parent.append({item[1] for _seq, item in items})
+        return original(imp, items, cache)
+    monkeypatch.setattr(importer, "_run_batch", spy)  # the children were forked with the original
+    two = run(lines, batch_objects=3, workers=2)
+    assert {"survey"} in in_parent  # the retried surveys
+    assert not any("conversation" in kinds and "customer" not in kinds and "agent" not in kinds
+                   for kinds in in_parent)  # the conversations went to the children
+    assert two["errors"] == one["errors"] and two["errors"][-1]["external_id"] == "lost"
+    assert two["created"] == {**one["created"], "agent": 0} and two["created"]["survey"] == 14
+    assert snapshot() == by_one
+    assert connection.vendor == "postgresql" and Conversation.objects.count() == 15  # the parent reconnects
