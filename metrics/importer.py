@@ -735,8 +735,7 @@ class BulkImporter:
             owned[(_ikey(kind), value)] = cid
         claimed: dict[tuple, str] = {}
         slow = []
-        new_ids = self.ids.take(Customer, len(prepared))
-        for (seq, position, obj, ext, pairs, errors), pk in zip(prepared, new_ids):
+        for seq, position, obj, ext, pairs, errors in prepared:
             if ext in existing:
                 self.counts.skipped["customer"] += 1
                 continue
@@ -760,18 +759,22 @@ class BulkImporter:
             for k in keys:
                 claimed[k] = ext
             self.rows[Customer].append({
-                "id": pk, "name": (obj.get("name") or "")[:200], "company": (obj.get("company") or "")[:200],
+                "id": None, "name": (obj.get("name") or "")[:200], "company": (obj.get("company") or "")[:200],
                 "attributes": {}, "language": (obj.get("language") or "")[:10], "external_id": ext,
                 "first_seen_at": self.marker, "last_seen_at": self.marker, "last_inbound_kind": "",
                 "last_inbound_channel_id": None, "last_inbound_at": None, "created_at": self.now,
                 "updated_at": self.now})
+            customer = self.rows[Customer][-1]
             for kind, value in pairs:
-                self.rows[Identity].append({"id": None, "customer_id": pk, "kind": kind, "value": value,
+                self.rows[Identity].append({"id": None, "customer": customer, "kind": kind, "value": value,
                                             "verified": False, "created_at": self.now})
             self.counts.created["customer"] += 1
+        for row, pk in zip(self.rows[Customer], self.ids.take(Customer, len(self.rows[Customer]))):
+            row["id"] = pk
         idents = self.rows[Identity]
         for row, pk in zip(idents, self.ids.take(Identity, len(idents))):
             row["id"] = pk
+            row["customer_id"] = row.pop("customer")["id"]
         # written now: conversations and orders of this batch may name these customers
         self.writer.write(Customer, self.rows.pop(Customer, []))
         self.writer.write(Identity, self.rows.pop(Identity, []))
