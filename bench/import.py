@@ -103,6 +103,7 @@ def main():
         original = getattr(engine, name)
 
         def timed(*a, _original=original, **kw):
+            folding.setdefault("rss_before", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             t = time.monotonic()
             try:
                 return _original(*a, **kw)
@@ -143,6 +144,7 @@ def main():
             facts = cur.fetchone()[0]
         print(f"stored: {stored:,} messages, {facts:,} conversation facts; "
               f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+              f"({folding.get('rss_before', 0):.0f} MB before the first fold) "
               f"(largest worker {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB)", flush=True)
 
 
