@@ -1,19 +1,20 @@
-"""Benchmark of the history import (metrics.importer) on PostgreSQL (database tl_bench_import).
+"""Benchmark of the history import (metrics.importer) on PostgreSQL (database tli_bench_import).
 
 Generates a JSON Lines file in API.md's import format (agents, customers,
 conversations with M messages each plus assignment/resolution events, surveys,
 orders), imports it through the same code as `manage.py import_history`
-(services with original timestamps, one transaction per conversation, metrics
-folded in batches), prints messages/s, then imports the same file again
-(idempotent: nothing changes) and prints that time too.
+(bulk path, metrics folded as --fold says), prints messages/s with the time
+spent folding the KPIs shown apart, then imports the same file again
+(idempotent: nothing changes) and prints that time and the peak RSS.
 
-    .venv/bin/python bench/import.py --conversations 5000 --messages 10
+    .venv/bin/python bench/import.py --conversations 100000 --messages 10
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -78,7 +79,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--conversations", type=int, default=5000)
     parser.add_argument("--messages", type=int, default=10)
-    parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/tl_bench_import")
+    parser.add_argument("--fold", default="auto", choices=["auto", "batch", "end", "none"],
+                        help="how the KPIs are folded (metrics.importer.run)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (as manage.py import_history)")
+    parser.add_argument("--per-object", action="store_true", help="the per-object service path instead of bulk")
+    parser.add_argument("--no-copy", action="store_true", help="bulk_create instead of COPY")
+    parser.add_argument("--file", help="keep the generated file here (reused when it exists)")
+    parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/tli_bench_import")
     args = parser.parse_args()
     ensure_database(args.database, fresh=True)
 
@@ -86,24 +93,59 @@ def main():
 
     django.setup()
     from django.core.management import call_command
+    from django.db import connection
 
-    from metrics import importer
+    from metrics import engine, importer
 
     call_command("migrate", verbosity=0)
+    folding = {"seconds": 0.0}
+    for name in ("recompute_all", "flush"):
+        original = getattr(engine, name)
+
+        def timed(*a, _original=original, **kw):
+            folding.setdefault("rss_before", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            t = time.monotonic()
+            try:
+                return _original(*a, **kw)
+            finally:
+                folding["seconds"] += time.monotonic() - t
+        setattr(engine, name, timed)
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "history.jsonl"
-        total = generate(path, args.conversations, args.messages)
+        path = Path(args.file) if args.file else Path(tmp) / "history.jsonl"
+        t0 = time.monotonic()
+        if args.file and path.exists():
+            total = sum(len(json.loads(line).get("messages") or []) for line in path.open())
+        else:
+            total = generate(path, args.conversations, args.messages)
         size = path.stat().st_size
-        print(f"file: {args.conversations:,} conversations, {total:,} messages, {size / 1e6:.1f} MB", flush=True)
+        print(f"file: {args.conversations:,} conversations, {total:,} messages, {size / 1e6:.1f} MB "
+              f"({time.monotonic() - t0:.0f}s to write)", flush=True)
         for label in ("first import", "re-import (idempotent)"):
+            folding["seconds"] = 0.0
             t0 = time.monotonic()
             with path.open("rb") as fh:
-                result = importer.run(fh)
+                result = importer.run(fh, fold=args.fold, bulk=not args.per_object,
+                                      use_copy=False if args.no_copy else None, workers=args.workers)
             took = time.monotonic() - t0
+            fold = folding["seconds"]
             data = result.as_dict()
-            print(f"{label}: {took:.1f}s, {data['messages'] / took if data['messages'] else 0:,.0f} messages/s "
-                  f"({total / took:,.0f} file messages/s), created {data['created']}, errors {data['error_count']}",
-                  flush=True)
+            n = data["messages"]
+            print(f"{label} (fold={args.fold}, workers={args.workers}): {took:.1f}s, {n / took if n else 0:,.0f} messages/s with KPIs folded "
+                  f"(import {took - fold:.1f}s = {n / (took - fold) if n else 0:,.0f} messages/s, folding {fold:.1f}s), "
+                  f"{total / took:,.0f} file messages/s; created {data['created']}, "
+                  f"unchanged {data['unchanged']}, errors {data['error_count']}", flush=True)
+            for err in data["errors"][:5]:
+                print("  ", err)
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM conversations_message")
+            stored = cur.fetchone()[0]
+            cur.execute("SELECT count(*) FROM metrics_conversationfact")
+            facts = cur.fetchone()[0]
+        print(f"stored: {stored:,} messages, {facts:,} conversation facts; "
+              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+              f"({folding.get('rss_before', 0):.0f} MB before the first fold) "
+              f"(largest worker {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB)", flush=True)
 
 
 if __name__ == "__main__":
