@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--open", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    from _db import ensure_database  # noqa: E402  (bench/_db.py)
+    from bench._db import ensure_database
 
     ensure_database(DB_URL, fresh=args.seed)
     import django

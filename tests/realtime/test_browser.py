@@ -222,3 +222,34 @@ def test_inbox_sla_badge_turns_to_warning_then_breached_without_reload(personas,
             raise
         finally:
             ctx.close()
+
+
+def test_spanish_browser_gets_a_spanish_widget(personas, channels, browser, server):
+    """Chromium with locale es-ES: every text of the widget comes in Spanish from the server."""
+    chat = channels.chat  # nobody of billing is online: the offline form shows
+    ctx = browser.new_context(locale="es-ES")
+    page = ctx.new_page()
+    try:
+        page.goto(f"{server.base}/widget/demo/{chat.uuid}/")
+        page.get_by_role("button", name="Abrir el chat").wait_for(timeout=10000)  # relabelled by the welcome frame
+        launcher = page.locator(".tl-launcher")
+        launcher.click()
+        page.get_by_text("¡Hola! ¿En qué podemos ayudarle?").wait_for()
+        page.get_by_text("Ahora mismo no hay nadie disponible.", exact=False).first.wait_for()
+        assert page.locator(".tl-close").get_attribute("aria-label") == "Cerrar el chat"
+        assert launcher.get_attribute("aria-label") == "Cerrar el chat"  # the open launcher closes it
+        assert page.get_by_placeholder("Escriba su mensaje…").count() == 1
+        form = page.locator("form.tl-person:not([hidden])")
+        form.get_by_label("Su correo electrónico").fill("ana.lopez@example.es")
+        form.get_by_role("button", name="Recibir las respuestas por correo").click()
+        page.get_by_text("¡Gracias! Le responderemos por correo electrónico.").wait_for()
+        box = page.get_by_label("Mensaje")
+        box.fill("¿Tienen la tetera azul?")
+        box.press("Enter")
+        page.locator(".tl-visitor .tl-status", has_text="Enviado").wait_for()
+        assert Message.objects.get().conversation.customer.language == "es"
+    except Exception:
+        _shoot([page], "chat-spanish")
+        raise
+    finally:
+        ctx.close()
