@@ -187,3 +187,25 @@ def test_the_conversation_team_receives_the_warning_and_others_do_not(personas, 
         for comm in (ana, bob, manager):
             await comm.disconnect()
     async_to_sync(scenario)()
+
+
+def test_the_task_is_scheduled_and_registered_with_celery():
+    """A worker knows the task by autodiscovery alone (a fresh process that imports nothing else)."""
+    import os
+    import subprocess
+    import sys
+
+    from django.utils.module_loading import import_string
+
+    from helpdesk.celery import PERIODIC_TASKS
+
+    from .servers import ROOT
+
+    task_path, every = PERIODIC_TASKS["sla-notices"]
+    assert import_string(task_path).name == task_path and every <= 60
+    code = ("import django; django.setup(); from helpdesk.celery import app; "
+            "app.loader.import_default_modules(); print(%r in app.tasks)" % task_path)
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}, "DEBUG": "1",
+           "DJANGO_SETTINGS_MODULE": "helpdesk.settings"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().endswith("True"), out.stderr[-2000:]
