@@ -56,7 +56,7 @@ def _candidates(policy, kind: str, now: datetime, lookback: timedelta, schedules
     rows = []
     for schedule, qs in groups:
         lo, hi = sla.start_window(due_lo, due_hi, seconds, schedule)
-        rows += list(qs.filter(**{f"{field}__gte": lo, f"{field}__lte": hi}).only(*FIELDS))
+        rows += list(qs.filter(**{f"{field}__gte": lo, f"{field}__lte": hi}).order_by().only(*FIELDS))
     return rows
 
 
