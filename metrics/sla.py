@@ -125,7 +125,7 @@ def start_window(due_lo: datetime, due_hi: datetime, seconds: int,
     if schedule is None:
         span = timedelta(seconds=seconds)
         return due_lo - span, due_hi - span
-    return _earliest_start(due_lo, seconds, schedule), due_hi - timedelta(seconds=seconds)
+    return _earliest_start(due_lo, seconds, schedule), _latest_start(due_hi, seconds, schedule)
 
 
 def _earliest_start(due_lo: datetime, seconds: int, schedule: Schedule) -> datetime:
@@ -148,3 +148,27 @@ def _earliest_start(due_lo: datetime, seconds: int, schedule: Schedule) -> datet
         else:
             lo = mid
     return lo
+
+
+def _latest_start(due_hi: datetime, seconds: int, schedule: Schedule) -> datetime:
+    """A start no earlier than the last start whose business due time is <= due_hi."""
+    from .businesshours import MAX_DAYS
+
+    def late(start):
+        d = schedule.add_seconds(start, seconds)
+        return d is None or d > due_hi
+
+    hi = due_hi - timedelta(seconds=seconds)  # later starts are due after due_hi
+    if not late(hi):
+        return hi
+    lo = hi - timedelta(days=MAX_DAYS)
+    if late(lo):
+        return lo
+    # invariant: lo is on time, hi is late; the answer lies in [lo, hi)
+    while (hi - lo).total_seconds() > 60:
+        mid = lo + (hi - lo) / 2
+        if late(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -209,3 +209,25 @@ def test_the_task_is_scheduled_and_registered_with_celery():
            "DJANGO_SETTINGS_MODULE": "helpdesk.settings"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().endswith("True"), out.stderr[-2000:]
+
+
+def test_start_window_is_a_tight_superset_with_business_hours():
+    """Every start whose business due time falls in the window is inside the bounds,
+    and the bounds are not much wider than the starts that qualify."""
+    from metrics.businesshours import Schedule
+    from metrics.sla import start_window
+
+    schedule = Schedule("Europe/Berlin", {str(d): [["09:00", "17:00"]] for d in range(5)}, ["2026-03-09"])
+    seconds = 3 * 8 * 3600  # three business days
+    due_lo, due_hi = T0 - timedelta(hours=1), T0 + timedelta(hours=2)
+    lo, hi = start_window(due_lo, due_hi, seconds, schedule)
+    qualifying = []
+    start = T0 - timedelta(days=12)
+    while start < T0:
+        due = schedule.add_seconds(start, seconds)
+        if due_lo <= due <= due_hi:
+            qualifying.append(start)
+            assert lo <= start <= hi, start
+        start += timedelta(minutes=10)
+    assert qualifying
+    assert lo >= min(qualifying) - timedelta(minutes=11) and hi <= max(qualifying) + timedelta(minutes=11)
