@@ -121,6 +121,9 @@ class Conversation(models.Model):
             models.Index(fields=["status", "-created_at", "-id"], name="conv_status_created"),
             models.Index(fields=["team", "status", "-created_at"], name="conv_team_status_created"),
             models.Index(fields=["assignee", "status", "-created_at"], name="conv_assignee_status_created"),
+            # SLA warnings (metrics.sla_tasks): unanswered active conversations by first-response start
+            models.Index(fields=["priority", "first_inbound_at"], name="conv_sla_first_response",
+                         condition=models.Q(first_reply_at__isnull=True, status__in=["open", "pending", "snoozed"])),
         ]
 
     def __str__(self) -> str:

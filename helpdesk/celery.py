@@ -13,6 +13,7 @@ app = Celery("helpdesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.autodiscover_tasks(["channels_app.adapters.chat"])  # chat/presence periodic tasks
+app.autodiscover_tasks(["metrics"], related_name="sla_tasks")  # SLA warnings
 
 # name -> (dotted task name, every N seconds)
 PERIODIC_TASKS = {
@@ -24,6 +25,7 @@ PERIODIC_TASKS = {
     "chat-email-unseen": ("channels_app.adapters.chat.tasks.email_unseen_replies", 60),
     "presence-sweep": ("channels_app.adapters.chat.tasks.presence_sweep", 60),
     "retry-webhooks": ("helpdesk.tasks.retry_webhooks", 30),
+    "sla-notices": ("metrics.sla_tasks.publish_sla_notices", 30),
 }
 
 app.conf.beat_schedule = {

@@ -216,6 +216,11 @@ WEBHOOK_LOG_DAYS = env_int("WEBHOOK_LOG_DAYS", 30)  # delivery log kept this man
 # Largest API request body (413 above it).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 30 * 1024 * 1024)
 CHAT_OFFLINE_EMAIL_DELAY = env_int("CHAT_OFFLINE_EMAIL_DELAY", 300)
+# SLA warnings pushed to agents (metrics.sla_tasks): warn this long before a due
+# time, either a share of the target ("20%") or seconds ("900"); a breach is
+# announced only while its due time is at most SLA_BREACH_LOOKBACK seconds old.
+SLA_WARNING_BEFORE = env_str("SLA_WARNING_BEFORE", "20%")
+SLA_BREACH_LOOKBACK = env_int("SLA_BREACH_LOOKBACK", 3600)
 # How long the customer portal's magic link (emailed after a /support/ form) stays valid.
 PORTAL_LINK_MAX_AGE = env_int("PORTAL_LINK_MAX_AGE", 14 * 24 * 3600)
 

@@ -96,6 +96,33 @@ class SlaPolicy(models.Model):
         return f"SLA {self.priority}"
 
 
+class SlaNotice(models.Model):
+    """One SLA warning or breach pushed to agents (metrics.sla_tasks).
+
+    The unique key makes the push happen once per conversation, timer, level
+    and due time, however many workers run the task at once; a new due time
+    (priority changed, conversation reopened) is a new key and warns again."""
+
+    class Kind(models.TextChoices):
+        FIRST_RESPONSE = "first_response", _("first response")
+        RESOLUTION = "resolution", _("resolution")
+
+    class Level(models.TextChoices):
+        WARNING = "warning", _("warning")
+        BREACHED = "breached", _("breached")
+
+    conversation = models.ForeignKey("conversations.Conversation", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    level = models.CharField(max_length=10, choices=Level.choices)
+    due_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["conversation", "kind", "level", "due_at"],
+                                               name="sla_notice_once")]
+        indexes = [models.Index(fields=["due_at"], name="sla_notice_due")]
+
+
 # --------------------------------------------------------------------------- facts and rollups
 
 class ConversationFact(models.Model):

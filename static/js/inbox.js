@@ -11,7 +11,8 @@
   var T = { typing: "is typing a reply…", viewing: "is viewing", mention: "You were mentioned in a note.",
             error: "Something went wrong. Please try again.", offline: "Network error: you seem to be offline.",
             merge: "Merge these customers? This cannot be undone.", canned: "Could not load the canned response.",
-            gone: "This conversation is no longer available to you." };
+            gone: "This conversation is no longer available to you.", sla: "SLA", sla_breached: "SLA breached",
+            sla_due: "SLA due" };
   try {
     var i18n = doc.getElementById("inbox-i18n");
     if (i18n) { var parsed = JSON.parse(i18n.textContent); for (var key in parsed) { if (parsed[key]) T[key] = parsed[key]; } }
@@ -305,6 +306,60 @@
       }
     }
   });
+
+  /* SLA warnings pushed by the server (metrics.sla_tasks): sla.warning / sla.breached
+   * {conversation: {...}, sla: {kind, due_at}}. The inbox row's badge and the open
+   * conversation's header change in place; the list is not reloaded. */
+  function slaBadge(el, breached, dueAt) {
+    el.classList.add("sla");
+    el.classList.toggle("breached", breached);
+    el.classList.toggle("warning", !breached);
+    el.setAttribute("data-sla-due", dueAt || "");
+    el.setAttribute("data-sla-state", breached ? "breached" : "warning");
+    var due = Date.parse(dueAt);
+    if (!isNaN(due)) el.title = T.sla_due + " " + new Date(due).toLocaleString();
+    el.textContent = breached ? T.sla_breached
+      : T.sla + " " + (isNaN(due) ? "" : fmt(Math.max(0, Math.round((due - Date.now()) / 1000))));
+  }
+  function onSla(e) {
+    var d = e.detail || {};
+    var id = convId(d);
+    var breached = d.event === "sla.breached";
+    var dueAt = d.sla && d.sla.due_at;
+    if (!id) return;
+    $all('.conv-list .conv[data-conv-id="' + id + '"]').forEach(function (row) {
+      var badge = row.querySelector(".sla");
+      if (!badge) {
+        var meta = row.querySelector(".meta");
+        if (!meta) return;
+        badge = doc.createElement("span");
+        meta.insertBefore(badge, meta.querySelector("time"));
+      }
+      slaBadge(badge, breached, dueAt);
+    });
+    if (convPage() === id) {
+      var state = $(".conv-head .conv-state");
+      if (!state) return;
+      var head = state.querySelector("[data-sla-head]");
+      if (!head) {
+        head = doc.createElement("span");
+        head.setAttribute("data-sla-head", "");
+        state.appendChild(head);
+      }
+      slaBadge(head, breached, dueAt);
+    }
+    say(breached ? T.sla_breached + " #" + id : T.sla + " #" + id);
+  }
+  doc.addEventListener("threadline:sla.warning", onSla);
+  doc.addEventListener("threadline:sla.breached", onSla);
+  function tickSla() {
+    var now = Date.now();
+    $all(".sla.warning[data-sla-due]").forEach(function (el) {
+      var due = Date.parse(el.getAttribute("data-sla-due"));
+      if (!isNaN(due) && el.getAttribute("data-sla-state")) el.textContent = T.sla + " " + fmt(Math.max(0, Math.round((due - now) / 1000)));
+    });
+  }
+  setInterval(tickSla, 30000);
 
   /* presence: tell the server what we are viewing and when we type */
   var typingSent = false;

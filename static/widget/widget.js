@@ -13,27 +13,27 @@
   var base = new URL(script.src, location.href).origin;
   var wsBase = base.replace(/^http/, "ws");
   var storeKey = "threadline:" + channel;
-  var lang = (document.documentElement.lang || navigator.language || "en").slice(0, 2).toLowerCase();
+  // the browser's languages, best first: the server answers in the first one it speaks
+  // (else the channel's language, else its default) and sends every text of the widget
+  var langs = (navigator.languages && navigator.languages.length ? Array.prototype.slice.call(navigator.languages)
+    : [navigator.language || document.documentElement.lang || "en"]).slice(0, 5);
+  var lang = String(langs[0] || "en");
 
-  var T = {
-    en: { open: "Open chat", close: "Close chat", send: "Send", attach: "Attach a file", placeholder: "Type your message…",
-      label: "Message", sending: "Sending…", sent: "Sent", delivered: "Delivered", read: "Seen", failed: "Not sent. Tap to retry",
-      typing: "is typing…", offline: "We are offline", name: "Your name", email: "Your email", start: "Start chat",
-      save: "Send me replies by email", saved: "Thanks! We will reply to your email.", prechat: "Before we start, tell us who you are.",
-      throttled: "You are sending messages too fast. Please wait a moment.", tooLong: "That message is too long.",
-      tooBig: "That file is too large.", badType: "This type of file cannot be sent.", connecting: "Connecting…",
-      csat: "How would you rate our support?", thanks: "Thank you for your feedback!", resolved: "This conversation was resolved.",
-      you: "You", unread: "new message", optional: "(optional)", skip: "Skip" },
-    de: { open: "Chat öffnen", close: "Chat schließen", send: "Senden", attach: "Datei anhängen", placeholder: "Ihre Nachricht…",
-      label: "Nachricht", sending: "Wird gesendet…", sent: "Gesendet", delivered: "Zugestellt", read: "Gelesen", failed: "Nicht gesendet. Erneut versuchen",
-      typing: "schreibt…", offline: "Wir sind offline", name: "Ihr Name", email: "Ihre E-Mail", start: "Chat starten",
-      save: "Antworten per E-Mail erhalten", saved: "Danke! Wir antworten per E-Mail.", prechat: "Bevor wir beginnen: Wer sind Sie?",
-      throttled: "Sie senden zu schnell. Bitte warten Sie kurz.", tooLong: "Die Nachricht ist zu lang.",
-      tooBig: "Die Datei ist zu groß.", badType: "Dieser Dateityp kann nicht gesendet werden.", connecting: "Verbinde…",
-      csat: "Wie bewerten Sie unseren Support?", thanks: "Danke für Ihr Feedback!", resolved: "Dieses Gespräch wurde abgeschlossen.",
-      you: "Sie", unread: "neue Nachricht", optional: "(optional)", skip: "Überspringen" }
-  };
-  var t = T[lang] || T.en;
+  // English until the welcome frame brings the visitor's language (remembered for the next page)
+  var t = { open: "Open chat", close: "Close chat", send: "Send", attach: "Attach a file", placeholder: "Type your message…",
+    label: "Message", sending: "Sending…", sent: "Sent", delivered: "Delivered", read: "Seen", failed: "Not sent. Tap to retry",
+    typing: "is typing…", offline: "We are offline", name: "Your name", email: "Your email", start: "Start chat",
+    save: "Send me replies by email", saved: "Thanks! We will reply to your email.", prechat: "Before we start, tell us who you are.",
+    throttled: "You are sending messages too fast. Please wait a moment.", tooLong: "That message is too long.",
+    tooBig: "That file is too large.", badType: "This type of file cannot be sent.", connecting: "Connecting…",
+    badEmail: "Please enter a valid email address.", error: "Something went wrong. Please try again.",
+    csat: "How would you rate our support?", thanks: "Thank you for your feedback!", resolved: "This conversation was resolved.",
+    you: "You", unread: "new message", optional: "(optional)", skip: "Skip" };
+  function useStrings(strings) {
+    if (!strings || typeof strings !== "object") return;
+    for (var k in strings) { if (typeof strings[k] === "string" && strings[k]) t[k] = strings[k]; }
+  }
+  try { useStrings(JSON.parse(localStorage.getItem("threadline:" + channel + ":strings:" + lang) || "null")); } catch (e) { /* none yet */ }
 
   var state = {
     token: load("token"), ws: null, open: false, connected: false, retry: 0, config: null,
@@ -86,14 +86,14 @@
     onclick: function () { fileInput.click(); } }, [el("span", { cls: "tl-clip", "aria-hidden": "true" })]);
   var sendBtn = el("button", { type: "submit", cls: "tl-send", text: t.send });
   var composer = el("form", { cls: "tl-composer", onsubmit: function (e) { e.preventDefault(); sendText(); } }, [attachBtn, input, sendBtn, fileInput]);
-  var prechatForm = buildPersonForm(t.prechat, t.start, function (name, email) {
+  var prechatForm = buildPersonForm("prechat", "start", function (name, email) {
     state.prechatDone = true; save("prechat", "1"); state.prechat = { name: name, email: email };
     prechatForm.hidden = true; composer.hidden = false; input.focus();
   }, function () {
     state.prechatDone = true; save("prechat", "1");
     prechatForm.hidden = true; composer.hidden = false; input.focus();
   });
-  var offlineForm = buildPersonForm("", t.save, function (name, email) {
+  var offlineForm = buildPersonForm("", "save", function (name, email) {
     send({ type: "email", email: email, name: name });
   });
   prechatForm.hidden = true; offlineForm.hidden = true;
@@ -104,7 +104,7 @@
   root.appendChild(panel);
   root.appendChild(launcher);
 
-  function buildPersonForm(intro, submitLabel, done, skip) {
+  function buildPersonForm(introKey, submitKey, done, skip) {
     var uid = Math.random().toString(36).slice(2, 7);
     var name = el("input", { type: "text", id: "n" + uid, autocomplete: "name", maxlength: "200" });
     var email = el("input", { type: "email", id: "e" + uid, autocomplete: "email", required: "", maxlength: "320" });
@@ -113,15 +113,40 @@
       if (!email.value || email.validity && !email.validity.valid) { email.focus(); return; }
       done(name.value.trim(), email.value.trim());
     } }, [
-      intro ? el("p", { text: intro }) : null,
-      el("label", { "for": "n" + uid, text: t.name + " " + t.optional }), name,
-      el("label", { "for": "e" + uid, text: t.email }), email,
-      el("button", { type: "submit", cls: "tl-primary", text: submitLabel }),
-      skip ? el("button", { type: "button", cls: "tl-skip", text: t.skip, onclick: skip }) : null
+      introKey ? el("p", { cls: "tl-intro" }) : null,
+      el("label", { "for": "n" + uid, cls: "tl-name-label" }), name,
+      el("label", { "for": "e" + uid, cls: "tl-email-label" }), email,
+      el("button", { type: "submit", cls: "tl-primary" }),
+      skip ? el("button", { type: "button", cls: "tl-skip", onclick: skip }) : null
     ]);
     form.skipButton = form.querySelector(".tl-skip");
     form.emailInput = email;
+    form.relabel = function () {
+      var intro = form.querySelector(".tl-intro");
+      if (intro) intro.textContent = t[introKey];
+      form.querySelector(".tl-name-label").textContent = t.name + " " + t.optional;
+      form.querySelector(".tl-email-label").textContent = t.email;
+      form.querySelector(".tl-primary").textContent = t[submitKey];
+      if (form.skipButton) form.skipButton.textContent = t.skip;
+    };
+    form.relabel();
     return form;
+  }
+
+  // every fixed text of the widget, again (after the server sent the visitor's language)
+  function relabel() {
+    launcher.setAttribute("aria-label", state.open ? t.close : t.open);
+    closeBtn.setAttribute("aria-label", t.close);
+    input.setAttribute("placeholder", t.placeholder);
+    input.setAttribute("aria-label", t.label);
+    attachBtn.setAttribute("aria-label", t.attach); attachBtn.title = t.attach;
+    sendBtn.textContent = t.send;
+    prechatForm.relabel(); offlineForm.relabel();
+    if (!state.connected) sub.textContent = t.connecting;
+    Object.keys(state.rendered).forEach(function (k) {
+      var li = state.rendered[k];
+      if (li.statusEl && li.msg) li.statusEl.textContent = statusText(li.msg.status);
+    });
   }
 
   function mount() { (document.body || document.documentElement).appendChild(host); }
@@ -296,7 +321,7 @@
     state.ws = ws;
     ws.onopen = function () {
       state.connected = true; state.retry = 0;
-      ws.send(JSON.stringify({ type: "hello", token: state.token, page: location.href, language: lang }));
+      ws.send(JSON.stringify({ type: "hello", token: state.token, page: location.href, language: lang, languages: langs }));
     };
     ws.onmessage = function (e) { var d; try { d = JSON.parse(e.data); } catch (x) { return; } handle(d); };
     ws.onclose = function (e) {
@@ -327,6 +352,12 @@
       case "welcome":
         if (d.token && d.token !== state.token) { state.token = d.token; save("token", d.token); }
         state.emailKnown = !!d.email;
+        if (d.strings) {
+          useStrings(d.strings);
+          save("strings:" + lang, JSON.stringify(d.strings));
+          if (d.language) host.setAttribute("lang", d.language);
+          relabel();
+        }
         applyConfig(d.config);
         if (!Object.keys(state.rendered).length && d.config.greeting && !(d.messages || []).length) {
           log.appendChild(el("li", { cls: "tl-msg tl-agent tl-greeting" }, [el("div", { cls: "tl-bubble", text: d.config.greeting })]));
@@ -375,6 +406,8 @@
       case "error":
         if (d.code === "throttled") setNotice(t.throttled);
         else if (d.code === "too_long") setNotice(t.tooLong);
+        else if (d.code === "bad_email") setNotice(t.badEmail);
+        else if (d.code === "server_error") setNotice(t.error);
         if (d.client_id && d.code !== "throttled") {
           delete state.pending[d.client_id];
           var li = state.rendered["c" + d.client_id]; if (li && li.statusEl) li.statusEl.textContent = t.failed;

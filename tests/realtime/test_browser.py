@@ -171,3 +171,85 @@ def test_real_inbox_shows_a_chat_message_without_reload(personas, channels, clie
     finally:
         agent_ctx.close()
         visitor_ctx.close()
+
+
+def test_inbox_sla_badge_turns_to_warning_then_breached_without_reload(personas, channels, inbound, client,
+                                                                         browser, settings):
+    """The SLA task pushes sla.warning / sla.breached; the inbox row's badge and the open
+    conversation's header change in place."""
+    from datetime import timedelta
+
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from conversations import services
+    from metrics.models import SlaPolicy
+
+    settings.ROOT_URLCONF = "tests.realtime.sla_urls"
+    SlaPolicy.objects.create(priority="normal", first_response_seconds=3600)
+    conv = services.ingest(inbound(channels.api, "email", "kim@example.org", text="Where is my parcel?")
+                           ).message.conversation
+    Conversation.objects.filter(pk=conv.pk).update(first_inbound_at=timezone.now() - timedelta(minutes=10))
+    client.force_login(personas.ana)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    ctx = browser.new_context()
+    ctx.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "domain": "127.0.0.1", "path": "/"}])
+    inbox, opened = ctx.new_page(), ctx.new_page()
+    with UvicornThread() as server:
+        try:
+            inbox.goto(server.base + "/?view=unassigned")
+            opened.goto(server.base + reverse("conversations:conversation", args=[conv.pk]))
+            for page in (inbox, opened):
+                page.wait_for_function("window.ThreadlineRealtime && window.ThreadlineRealtime.state === 'open'")
+            badge = inbox.locator(f'.conv[data-conv-id="{conv.pk}"] .sla')
+            assert "warning" not in badge.get_attribute("class") and "breached" not in badge.get_attribute("class")
+            inbox.evaluate("window.__notReloaded = true")
+
+            # 50 of 60 minutes gone: inside the 20 % warning window
+            Conversation.objects.filter(pk=conv.pk).update(first_inbound_at=timezone.now() - timedelta(minutes=50))
+            assert inbox.request.post(server.base + "/test-sla/run/").json()["published"] == 1
+            inbox.locator(f'.conv[data-conv-id="{conv.pk}"] .sla.warning').wait_for(timeout=10000)
+            opened.locator(".conv-head [data-sla-head].warning").wait_for(timeout=10000)
+
+            Conversation.objects.filter(pk=conv.pk).update(first_inbound_at=timezone.now() - timedelta(minutes=61))
+            assert inbox.request.post(server.base + "/test-sla/run/").json()["published"] == 1
+            inbox.locator(f'.conv[data-conv-id="{conv.pk}"] .sla.breached').wait_for(timeout=10000)
+            opened.locator(".conv-head [data-sla-head].breached").wait_for(timeout=10000)
+            assert badge.inner_text() == "SLA breached"
+            assert inbox.evaluate("window.__notReloaded") is True
+        except Exception:
+            _shoot([inbox, opened], "sla-live")
+            raise
+        finally:
+            ctx.close()
+
+
+def test_spanish_browser_gets_a_spanish_widget(personas, channels, browser, server):
+    """Chromium with locale es-ES: every text of the widget comes in Spanish from the server."""
+    chat = channels.chat  # nobody of billing is online: the offline form shows
+    ctx = browser.new_context(locale="es-ES")
+    page = ctx.new_page()
+    try:
+        page.goto(f"{server.base}/widget/demo/{chat.uuid}/")
+        page.get_by_role("button", name="Abrir el chat").wait_for(timeout=10000)  # relabelled by the welcome frame
+        launcher = page.locator(".tl-launcher")
+        launcher.click()
+        page.get_by_text("¡Hola! ¿En qué podemos ayudarle?").wait_for()
+        page.get_by_text("Ahora mismo no hay nadie disponible.", exact=False).first.wait_for()
+        assert page.locator(".tl-close").get_attribute("aria-label") == "Cerrar el chat"
+        assert launcher.get_attribute("aria-label") == "Cerrar el chat"  # the open launcher closes it
+        assert page.get_by_placeholder("Escriba su mensaje…").count() == 1
+        form = page.locator("form.tl-person:not([hidden])")
+        form.get_by_label("Su correo electrónico").fill("ana.lopez@example.es")
+        form.get_by_role("button", name="Recibir las respuestas por correo").click()
+        page.get_by_text("¡Gracias! Le responderemos por correo electrónico.").wait_for()
+        box = page.get_by_label("Mensaje")
+        box.fill("¿Tienen la tetera azul?")
+        box.press("Enter")
+        page.locator(".tl-visitor .tl-status", has_text="Enviado").wait_for()
+        assert Message.objects.get().conversation.customer.language == "es"
+    except Exception:
+        _shoot([page], "chat-spanish")
+        raise
+    finally:
+        ctx.close()

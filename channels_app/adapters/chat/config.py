@@ -6,6 +6,8 @@
     greeting          first line shown in an empty chat
     color             accent colour ("#4f46e5"), text_color for text on it
     title             window title
+    language          "de": the widget's language for visitors whose browser asks for
+                      one Threadline is not translated into (default LANGUAGE_CODE)
     prechat           "off" | "optional" | "required": the name/email form
     business_hours    {"tz": "Europe/Berlin", "days": [0,1,2,3,4], "start": "09:00", "end": "17:00"}
     business_hours_message  shown outside those hours

@@ -1,14 +1,16 @@
 """The widget's WebSocket: `/ws/widget/<channel uuid>/`.
 
 Visitor -> server (JSON):
-    {"type": "hello", "token": "<signed token or null>", "page": "...", "language": "de"}
+    {"type": "hello", "token": "<signed token or null>", "page": "...", "language": "de-CH",
+     "languages": ["de-CH", "fr"]}          the browser's languages, best first (i18n.widget_language)
     {"type": "message", "client_id": "c-3", "text": "...", "name": "...", "email": "..."}
     {"type": "typing", "typing": true}
     {"type": "ack", "ids": [12, 13], "status": "delivered" | "read"}
     {"type": "email", "email": "kim@example.org", "name": "Kim"}   (offline form / pre-chat)
     {"type": "ping"}
 Server -> visitor:
-    {"type": "welcome", "token": "...", "config": {...}, "messages": [...], "status": "open", "survey": null}
+    {"type": "welcome", "token": "...", "config": {...}, "messages": [...], "status": "open", "survey": null,
+     "language": "de", "strings": {...}}   the widget's texts in the visitor's language
     {"type": "message", "message": {...}}      a message (ours, or the visitor's own from another tab)
     {"type": "sent", "client_id": "c-3", "message": {...}}   the visitor's message is stored
     {"type": "typing", "typing": true, "author": {...}}
@@ -32,8 +34,9 @@ import time
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.cache import cache
+from django.utils.translation import override
 
-from . import live, tokens
+from . import i18n, live, tokens
 from . import config as chat_settings
 
 log = logging.getLogger(__name__)
@@ -146,6 +149,8 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             visitor = tokens.new_visitor_id()
             token = tokens.make_token(self.channel, visitor)
         self.visitor = visitor
+        languages = content.get("languages") if isinstance(content.get("languages"), list) else []
+        self.language = i18n.widget_language([*languages, content.get("language")], self.channel)
         await self.channel_layer.group_add(live.visitor_group(visitor), self.channel_name)
         await self.channel_layer.group_add(live.channel_group(self.channel.pk), self.channel_name)
         welcome = await database_sync_to_async(self._welcome)(token)
@@ -157,13 +162,16 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
         live.visitor_seen(self.visitor, self.channel_name)
         online = presence.team_online(self.channel.team)
-        data = {"type": "welcome", "token": token, "visitor": self.visitor,
-                "config": chat_settings.public_config(self.channel, online=online),
+        with override(self.language):
+            config = chat_settings.public_config(self.channel, online=online)
+        data = {"type": "welcome", "token": token, "visitor": self.visitor, "config": config,
+                "language": self.language, "strings": i18n.widget_strings(self.language),
                 "messages": [], "status": None, "survey": None, "email": False}
         ident = Identity.objects.filter(kind="chat", value=self.visitor).select_related("customer").first()
         if ident is None:
             return data
         customer = ident.customer
+        i18n.remember_language(customer, self.language)
         data["email"] = Identity.objects.filter(customer=customer, kind="email").exists()
         data["name"] = customer.name
         conv = live.current_conversation(customer.pk)
@@ -202,7 +210,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         if await self._throttled():
             return
         body = {"visitor": self.visitor, "text": text, "client_id": str(content.get("client_id") or "")[:64],
-                "page": str(content.get("page") or "")[:500], "language": str(content.get("language") or "")[:10]}
+                "page": str(content.get("page") or "")[:500], "language": self.language}
         for key in ("name", "email"):
             if isinstance(content.get(key), str) and content[key].strip():
                 body[key] = content[key].strip()[:320]
@@ -280,7 +288,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
     def _save_email(self, email: str, name: str) -> bool:
         from .inbound import visitor_email
 
-        return visitor_email(self.channel, self.visitor, email, name)
+        return visitor_email(self.channel, self.visitor, email, name, language=self.language)
 
     # ------------------------------------------------------------------ group events
 

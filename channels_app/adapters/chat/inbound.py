@@ -10,6 +10,8 @@ from channels_app.services import envelope_process, envelope_store
 from customers.models import Identity
 from customers.services import InvalidIdentity, customer_resolve, identity_add, normalize_identity
 
+from .i18n import remember_language
+
 
 def ingest_visitor_message(channel, body: dict, *, headers: dict | None = None, remote_addr: str | None = None,
                            source: str = "widget"):
@@ -21,7 +23,7 @@ def ingest_visitor_message(channel, body: dict, *, headers: dict | None = None, 
     return result.messages[0].meta["_result"].message
 
 
-def visitor_email(channel, visitor_id: str, email: str, name: str = "") -> bool:
+def visitor_email(channel, visitor_id: str, email: str, name: str = "", language: str = "") -> bool:
     """The visitor gave an email address (pre-chat or offline form): link it to
     the visitor's customer through the core, which joins (or suggests merging
     with) the customer who already owns that address."""
@@ -33,10 +35,13 @@ def visitor_email(channel, visitor_id: str, email: str, name: str = "") -> bool:
         ident = Identity.objects.filter(kind="chat", value=visitor_id).select_related("customer").first()
         if ident is None:
             # no message yet: one customer for both identities (the existing owner of the email, if any)
-            customer_resolve(identities=[("chat", visitor_id), (kind, value)], name=name)
+            customer, _new = customer_resolve(identities=[("chat", visitor_id), (kind, value)], name=name,
+                                              language=language)
+            remember_language(customer, language)
             return True
         customer = ident.customer
         identity_add(customer=customer, kind=kind, value=value)
+        remember_language(customer, language)
         if name and not customer.name:
             from customers.services import customer_update
 

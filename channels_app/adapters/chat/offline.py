@@ -23,6 +23,8 @@ from django.utils.translation import override
 
 from conversations.models import DeliveryStatus, Direction, Message
 
+from .i18n import widget_language
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +54,7 @@ def email_copy(message: Message, *, reason: str) -> Message | None:
         locked = Message.objects.select_for_update().get(pk=message.pk)
         if (locked.meta or {}).get("emailed_as"):
             return None
-        with override(customer.language or settings.LANGUAGE_CODE):
+        with override(widget_language(customer.language, getattr(message, "channel", None))):
             intro = _("You have a reply to your chat with us:")
             outro = _("Reply to this email to continue the conversation.")
         body = f"{intro}\n\n{message.body_text}\n\n-- \n{outro}"
