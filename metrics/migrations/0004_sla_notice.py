@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('conversations', '0007_conv_sla_first_response'),
-        ('metrics', '0002_dirtyconversation_responsefact_slapolicy_and_more'),
+        ('metrics', '0003_covering_indexes'),
     ]
 
     operations = [
