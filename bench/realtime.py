@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tl_bench_rt")
 os.environ["DATABASE_URL"] = DB_URL
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")
-os.environ["CHANNEL_LAYER_PREFIX"] = "tlbench"
-os.environ["CACHE_KEY_PREFIX"] = "tlbench"
+os.environ.setdefault("CHANNEL_LAYER_PREFIX", "tlbench")
+os.environ.setdefault("CACHE_KEY_PREFIX", "tlbench")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
 os.environ.setdefault("DEBUG", "1")  # loopback only: ALLOWED_HOSTS 127.0.0.1, no TLS redirects
 os.environ.setdefault("LOG_LEVEL", "WARNING")
