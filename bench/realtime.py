@@ -111,7 +111,7 @@ def ingest_worker(channel_ids, rate: float, seconds: float, offset: float, start
     channels = list(Channel.objects.filter(pk__in=channel_ids))
     start.wait()
     time.sleep(offset)
-    n, t0 = 0, time.perf_counter()
+    n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     total = int(rate * seconds)
     late = 0
     run = uuid.uuid4().hex[:6]
@@ -129,7 +129,7 @@ def ingest_worker(channel_ids, rate: float, seconds: float, offset: float, start
         n += 1
         if n % 500 == 0:
             close_old_connections()
-    out.put({"sent": n, "elapsed": time.perf_counter() - t0, "late": late})
+    out.put({"sent": n, "elapsed": time.perf_counter() - t0, "late": late, "cpu": time.process_time() - cpu0})
 
 
 def start_server(port: int, log, deflate: bool = True):
@@ -152,6 +152,38 @@ def cpu_seconds(pids) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_name(names) -> dict:
+    """CPU seconds so far of all processes whose command name is in `names`
+    (redis-server, postgres: shared with whatever else runs on the machine)."""
+    totals = dict.fromkeys(names, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+            if name in totals:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                totals[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return totals
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def self_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def free_port() -> int:
@@ -235,6 +267,8 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     measuring[0] = True
     results["cpu0"] = cpu_seconds(results["pids"])
     results["load0"] = os.getloadavg()[0]
+    results["client0"], results["machine0"] = self_cpu(), machine_busy()
+    results["others0"] = cpu_by_name(("redis-server", "postgres"))
     go.set()
     start.set()
     await asyncio.sleep(seconds + 2)
@@ -243,6 +277,8 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     await asyncio.sleep(2)
     results["cpu1"] = cpu_seconds(results["pids"])
     results["load1"] = os.getloadavg()[0]
+    results["client1"], results["machine1"] = self_cpu(), machine_busy()
+    results["others1"] = cpu_by_name(("redis-server", "postgres"))
     results["connected"] = len(ready)
     for t in tasks:
         t.cancel()
@@ -315,7 +351,7 @@ def main():
                                 start, results, Done))
         parts = [out.get(timeout=300) for _ in workers]
         stats = {"sent": sum(p["sent"] for p in parts), "elapsed": max(p["elapsed"] for p in parts),
-                 "late": sum(p["late"] for p in parts)}
+                 "late": sum(p["late"] for p in parts), "cpu": sum(p["cpu"] for p in parts)}
         for w in workers:
             w.join(30)
     finally:
@@ -340,6 +376,13 @@ def main():
     print(f"machine load average {results.get('load0', 0):.1f} -> {results.get('load1', 0):.1f} "
           f"({os.cpu_count()} CPUs, shared); ASGI processes used {cpu:.1f} CPU-s for {frames} measured deliveries "
           f"= {cpu * 1000 / max(frames, 1):.2f} CPU-ms per delivery (incl. visitor ingest, pings)")
+    busy = results["machine1"][0] - results["machine0"][0]
+    window = (results["machine1"][1] - results["machine0"][1]) / (os.cpu_count() or 1)
+    others = {k: results["others1"][k] - results["others0"][k] for k in results["others0"]}
+    print(f"CPU over the {window:.1f} s measured window: machine {busy / window:.0%} of one core busy "
+          f"({os.cpu_count()} cores); ASGI {cpu / window:.0%}, ingest workers {stats['cpu'] / window:.0%}, "
+          f"bench client {(results['client1'] - results['client0']) / window:.0%}, "
+          f"PostgreSQL (all) {others['postgres'] / window:.0%}, Redis {others['redis-server'] / window:.0%}")
     print(f"ingest commit -> agent socket: {len(ing)} deliveries, p50 {pct(ing, .5) * 1000:.1f} ms, "
           f"p99 {pct(ing, .99) * 1000:.1f} ms, max {max(ing or [0]) * 1000:.1f} ms")
     print(f"visitor message -> agent socket: {len(vis)} deliveries, p50 {pct(vis, .5) * 1000:.1f} ms, "
