@@ -40,7 +40,11 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", "tlbench")
 os.environ.setdefault("CACHE_KEY_PREFIX", "tlbench")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
-os.environ.setdefault("DEBUG", "1")  # loopback only: ALLOWED_HOSTS 127.0.0.1, no TLS redirects
+# production settings (DEBUG off: no SQL query log in every process), loopback only, no TLS redirects
+os.environ.setdefault("DEBUG", "0")
+os.environ.setdefault("SECRET_KEY", "bench-only-" + "x" * 40)
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 TEAMS = 10
@@ -132,12 +136,13 @@ def ingest_worker(channel_ids, rate: float, seconds: float, offset: float, start
     out.put({"sent": n, "elapsed": time.perf_counter() - t0, "late": late, "cpu": time.process_time() - cpu0})
 
 
-def start_server(port: int, log, deflate: bool = True):
+def start_server(port: int, log, deflate: bool = True, ws: str = "auto", profile: str = ""):
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
-    return subprocess.Popen([sys.executable, "-m", "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning", "--no-access-log",
+    prof = ["-m", "cProfile", "-o", str(Path(profile) / f"asgi-{port}.prof")] if profile else []
+    return subprocess.Popen([sys.executable, *prof, "-m", "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", "--no-access-log", "--ws", ws,
                              *([] if deflate else ["--ws-per-message-deflate", "false"])],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -295,6 +300,8 @@ def main():
     parser.add_argument("--visitor-rate", type=float, default=20.0, help="visitor messages per second (all visitors)")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--no-deflate", action="store_true", help="uvicorn --ws-per-message-deflate false")
+    parser.add_argument("--profile", default="", help="a directory: run the ASGI processes under cProfile")
+    parser.add_argument("--ws", default="auto", help="uvicorn --ws implementation (auto, websockets, websockets-sansio)")
     parser.add_argument("--ingest-procs", type=int, default=4, help="processes sharing the ingest rate")
     args = parser.parse_args()
 
@@ -321,7 +328,8 @@ def main():
 
     logs = [open(ROOT / "var" / f"bench-rt-{n}.log", "wb") for n in (0, 1)]
     ports = [free_port(), free_port()]
-    servers = [start_server(p, log, deflate=not args.no_deflate) for p, log in zip(ports, logs)]
+    servers = [start_server(p, log, deflate=not args.no_deflate, ws=args.ws, profile=args.profile)
+               for p, log in zip(ports, logs)]
     bases = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         import httpx
@@ -347,8 +355,14 @@ def main():
             def is_set():
                 return not any(w.is_alive() for w in workers)
 
-        asyncio.run(run_clients(bases, cookies, chat_uuid, visitor_tokens, args.visitor_rate, args.seconds,
-                                start, results, Done))
+        try:  # the client shares the machine with what it measures: the leaner its loop, the better
+            import uvloop
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            loop_factory = None
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(run_clients(bases, cookies, chat_uuid, visitor_tokens, args.visitor_rate, args.seconds,
+                                   start, results, Done))
         parts = [out.get(timeout=300) for _ in workers]
         stats = {"sent": sum(p["sent"] for p in parts), "elapsed": max(p["elapsed"] for p in parts),
                  "late": sum(p["late"] for p in parts), "cpu": sum(p["cpu"] for p in parts)}
@@ -367,8 +381,9 @@ def main():
             pass
 
     ing, vis = results.get("ingest", []), results.get("visitor", [])
-    print(f"two uvicorn processes, Redis pub/sub layer, PostgreSQL; {args.agents} agent + {args.visitors} visitor "
-          f"sockets ({results.get('connected')} connected), {TEAMS} teams")
+    print(f"two uvicorn processes (--ws {args.ws}, permessage-deflate {'off' if args.no_deflate else 'on'}), "
+          f"Redis pub/sub layer, PostgreSQL; {args.agents} agent + {args.visitors} visitor "
+          f"sockets ({results.get('connected')} connected), {TEAMS} teams, visitors {args.visitor_rate:g} msg/s")
     print(f"ingested {stats['sent']} messages in {stats['elapsed']:.1f}s = {stats['sent'] / stats['elapsed']:.0f}/s "
           f"(target {args.rate:.0f}/s, {stats['late']} more than 0.5 s behind schedule)")
     frames = len(ing) + len(vis)

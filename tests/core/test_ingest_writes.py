@@ -86,12 +86,16 @@ def test_one_statement_writes_equal_the_orm_writes(channels, inbound, monkeypatc
         assert fast[key] == orm[key], key
 
 
-def test_postgresql_ingests_an_open_conversation_in_five_statements(channels, inbound):
+def test_postgresql_ingests_an_open_conversation_in_five_statements(channels, inbound, django_capture_on_commit_callbacks):
+    from metrics import engine
+
     if connection.vendor != "postgresql":
         pytest.skip("the one-statement write path is PostgreSQL's")
     services.ingest(inbound(channels.api, "email", "kim@example.org"))
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks() as callbacks:
         result = services.ingest(inbound(channels.api, "email", "kim@example.org", text="again"))
+    # as metrics.engine.conversations_changed: a debounced flush once it commits
+    assert engine._flush_unless_suspended in callbacks
     sql = [q["sql"] for q in queries.captured_queries]
     # SAVEPOINT/RELEASE inside the test's transaction stand where BEGIN/COMMIT are in production
     assert len(sql) == 5, sql
