@@ -220,6 +220,7 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
 
     ingest_lat, visitor_lat = [], []
     ready = []
+    last_frame = [time.time()]
     go = asyncio.Event()
     measuring = [False]
 
@@ -232,6 +233,7 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
             async for raw in ws:
                 now = time.time()
                 if not measuring[0]:
+                    last_frame[0] = now
                     continue
                 frame = json.loads(raw)
                 if frame.get("event") not in ("message.created", "conversation.created"):
@@ -282,7 +284,14 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     deadline = time.time() + 120
     while len(ready) < len(cookies) + visitors and time.time() < deadline:
         await asyncio.sleep(0.5)
-    await asyncio.sleep(settle)  # let the connection storm (availability, presence) settle
+    # let the connection storm settle: every agent coming online is announced to
+    # every agent socket (200 x 200 frames), and to every widget; measure from
+    # the moment the agents' sockets have been quiet for a second
+    storm = time.time()
+    await asyncio.sleep(settle)
+    while time.time() - last_frame[0] < 1.0 and time.time() - storm < 120:
+        await asyncio.sleep(0.2)
+    results["storm"] = time.time() - storm
     measuring[0] = True
     results["cpu0"] = cpu_seconds(results["pids"])
     results["load0"] = os.getloadavg()[0]
@@ -313,6 +322,8 @@ def main():
     parser.add_argument("--rate", type=float, default=200.0, help="ingested messages per second")
     parser.add_argument("--visitor-rate", type=float, default=20.0, help="visitor messages per second (all visitors)")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--settle", type=float, default=2.0, help="at least this long after connecting, then "
+                        "until the agents' sockets are quiet for 1 s")
     parser.add_argument("--no-deflate", action="store_true", help="uvicorn --ws-per-message-deflate false")
     parser.add_argument("--profile", default="", help="a directory: run the ASGI processes under cProfile")
     parser.add_argument("--ws", default="auto", help="uvicorn --ws implementation (auto, websockets, websockets-sansio)")
@@ -376,7 +387,7 @@ def main():
             loop_factory = None
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(run_clients(bases, cookies, chat_uuid, visitor_tokens, args.visitor_rate, args.seconds,
-                                   start, results, Done))
+                                   start, results, Done, settle=args.settle))
         parts = [out.get(timeout=300) for _ in workers]
         stats = {"sent": sum(p["sent"] for p in parts), "elapsed": max(p["elapsed"] for p in parts),
                  "late": sum(p["late"] for p in parts), "cpu": sum(p["cpu"] for p in parts),
@@ -398,7 +409,8 @@ def main():
     ing, vis = results.get("ingest", []), results.get("visitor", [])
     print(f"two uvicorn processes (--ws {args.ws}, permessage-deflate {'off' if args.no_deflate else 'on'}), "
           f"Redis pub/sub layer, PostgreSQL; {args.agents} agent + {args.visitors} visitor "
-          f"sockets ({results.get('connected')} connected), {TEAMS} teams, visitors {args.visitor_rate:g} msg/s")
+          f"sockets ({results.get('connected')} connected), {TEAMS} teams, visitors {args.visitor_rate:g} msg/s; "
+          f"the connection storm took {results.get('storm', 0):.1f} s to settle")
     print(f"ingested {stats['sent']} messages in {stats['elapsed']:.1f}s = {stats['sent'] / stats['elapsed']:.0f}/s "
           f"(target {args.rate:.0f}/s, {stats['late']} more than 0.5 s behind schedule)")
     frames = len(ing) + len(vis)
