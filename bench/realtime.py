@@ -154,8 +154,12 @@ def start_server(port: int, log, deflate: bool = True, ws: str = "auto", profile
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
-    prof = ["-m", "cProfile", "-o", str(Path(profile) / f"asgi-{port}.prof")] if profile else []
-    return subprocess.Popen([sys.executable, *prof, "-m", "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
+    # uvicorn re-raises SIGTERM after its graceful shutdown: a no-op handler lets the profile be written
+    prof = ["-c", "import cProfile, signal, sys, uvicorn; signal.signal(signal.SIGTERM, lambda *a: None); "
+            "p = cProfile.Profile(); p.enable()\ntry: uvicorn.main(sys.argv[3:], standalone_mode=False)\n"
+            "finally: p.disable(); p.dump_stats(sys.argv[1])",
+            str(Path(profile) / f"asgi-{port}.prof")] if profile else ["-m"]
+    return subprocess.Popen([sys.executable, *prof, "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
                              "--port", str(port), "--log-level", "warning", "--no-access-log", "--ws", ws,
                              *([] if deflate else ["--ws-per-message-deflate", "false"])],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
