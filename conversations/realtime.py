@@ -107,18 +107,19 @@ class _SyncPubSub:
             pipe.execute()
 
 
-_sync = {}
 _sync_lock = threading.Lock()
+_SYNC_ATTR = "_threadline_sync_publisher"
 
 
 def _sync_publisher(layer):
     """A _SyncPubSub for `layer` when it is a RedisPubSubChannelLayer whose hosts
-    are plain URLs; None otherwise (other layers publish through their loop)."""
-    key = id(layer)
-    if key in _sync:
-        return _sync[key]
+    are plain URLs; None otherwise (other layers publish through their loop).
+    Kept on the layer object itself (its __dict__: the layer's __getattr__
+    proxies to a per-event-loop layer)."""
+    if _SYNC_ATTR in layer.__dict__:
+        return layer.__dict__[_SYNC_ATTR]
     with _sync_lock:
-        if key not in _sync:
+        if _SYNC_ATTR not in layer.__dict__:
             publisher = None
             try:
                 from channels_redis.pubsub import RedisPubSubChannelLayer
@@ -130,8 +131,8 @@ def _sync_publisher(layer):
                 hosts = decode_hosts(kwargs.get("hosts"))
                 if not layer._args and all(set(h) == {"address"} for h in hosts):
                     publisher = _SyncPubSub(layer, [h["address"] for h in hosts], kwargs.get("prefix", "asgi"))
-            _sync[key] = publisher
-    return _sync[key]
+            layer.__dict__[_SYNC_ATTR] = publisher
+    return layer.__dict__[_SYNC_ATTR]
 
 
 _loop = None
