@@ -233,6 +233,18 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     # ------------------------------------------------------------------ outbound events
 
+    async def dispatch(self, message):
+        # Broadcasts are the hot path (every event to every agent socket).
+        # Channels runs close_old_connections through the one thread-sensitive
+        # sync thread before every handler: a thread hop per delivery, queued
+        # behind every socket's database work. broadcast() reaches the database
+        # only through database_sync_to_async, which closes stale connections
+        # itself, so it skips that hop.
+        if message.get("type") == "broadcast":
+            await self.broadcast(message)
+            return
+        await super().dispatch(message)
+
     async def broadcast(self, event):
         # realtime.broadcast_event: the frame is encoded once by the publisher
         # ("text") next to what the checks below need; an event with a

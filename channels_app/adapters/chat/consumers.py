@@ -293,5 +293,13 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
 
     # ------------------------------------------------------------------ group events
 
+    async def dispatch(self, message):
+        # as AgentConsumer.dispatch: group events only send a frame, no
+        # per-message close_old_connections hop to the sync thread
+        if message.get("type") == "visitor.event":
+            await self.visitor_event(message)
+            return
+        await super().dispatch(message)
+
     async def visitor_event(self, event):
         await self.send_json(event.get("payload") or {})
