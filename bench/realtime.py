@@ -37,10 +37,14 @@ sys.path.insert(0, str(ROOT))
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tl_bench_rt")
 os.environ["DATABASE_URL"] = DB_URL
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")
-os.environ["CHANNEL_LAYER_PREFIX"] = "tlbench"
-os.environ["CACHE_KEY_PREFIX"] = "tlbench"
+os.environ.setdefault("CHANNEL_LAYER_PREFIX", "tlbench")
+os.environ.setdefault("CACHE_KEY_PREFIX", "tlbench")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
-os.environ.setdefault("DEBUG", "1")  # loopback only: ALLOWED_HOSTS 127.0.0.1, no TLS redirects
+# production settings (DEBUG off: no SQL query log in every process), loopback only, no TLS redirects
+os.environ.setdefault("DEBUG", "0")
+os.environ.setdefault("SECRET_KEY", "bench-only-" + "x" * 40)
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 TEAMS = 10
@@ -111,7 +115,8 @@ def ingest_worker(channel_ids, rate: float, seconds: float, offset: float, start
     channels = list(Channel.objects.filter(pk__in=channel_ids))
     start.wait()
     time.sleep(offset)
-    n, t0 = 0, time.perf_counter()
+    n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
+    pg_cpu = -backend_cpu()
     total = int(rate * seconds)
     late = 0
     run = uuid.uuid4().hex[:6]
@@ -128,16 +133,34 @@ def ingest_worker(channel_ids, rate: float, seconds: float, offset: float, start
                                        text=f"bench {n}"))
         n += 1
         if n % 500 == 0:
+            pg_cpu += backend_cpu()
             close_old_connections()
-    out.put({"sent": n, "elapsed": time.perf_counter() - t0, "late": late})
+    cpu = time.process_time() - cpu0
+    pg_cpu += backend_cpu()
+    out.put({"sent": n, "elapsed": time.perf_counter() - t0, "late": late, "cpu": cpu, "pg_cpu": pg_cpu})
 
 
-def start_server(port: int, log, deflate: bool = True):
+def backend_cpu() -> float:
+    """CPU seconds used so far by this process's PostgreSQL backend (it exits with
+    the connection, before the end-of-run sample of all postgres processes)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cpu_seconds([cursor.fetchone()[0]])
+
+
+def start_server(port: int, log, deflate: bool = True, ws: str = "auto", profile: str = ""):
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
-    return subprocess.Popen([sys.executable, "-m", "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning", "--no-access-log",
+    # uvicorn re-raises SIGTERM after its graceful shutdown: a no-op handler lets the profile be written
+    prof = ["-c", "import cProfile, signal, sys, uvicorn; signal.signal(signal.SIGTERM, lambda *a: None); "
+            "p = cProfile.Profile(); p.enable()\ntry: uvicorn.main(sys.argv[3:], standalone_mode=False)\n"
+            "finally: p.disable(); p.dump_stats(sys.argv[1])",
+            str(Path(profile) / f"asgi-{port}.prof")] if profile else ["-m"]
+    return subprocess.Popen([sys.executable, *prof, "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", "--no-access-log", "--ws", ws,
                              *([] if deflate else ["--ws-per-message-deflate", "false"])],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -152,6 +175,38 @@ def cpu_seconds(pids) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_name(names) -> dict:
+    """CPU seconds so far of all processes whose command name is in `names`
+    (redis-server, postgres: shared with whatever else runs on the machine)."""
+    totals = dict.fromkeys(names, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+            if name in totals:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                totals[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return totals
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def self_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def free_port() -> int:
@@ -169,6 +224,7 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
 
     ingest_lat, visitor_lat = [], []
     ready = []
+    last_frame = [time.time()]
     go = asyncio.Event()
     measuring = [False]
 
@@ -181,6 +237,7 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
             async for raw in ws:
                 now = time.time()
                 if not measuring[0]:
+                    last_frame[0] = now
                     continue
                 frame = json.loads(raw)
                 if frame.get("event") not in ("message.created", "conversation.created"):
@@ -231,10 +288,19 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     deadline = time.time() + 120
     while len(ready) < len(cookies) + visitors and time.time() < deadline:
         await asyncio.sleep(0.5)
-    await asyncio.sleep(settle)  # let the connection storm (availability, presence) settle
+    # let the connection storm settle: every agent coming online is announced to
+    # every agent socket (200 x 200 frames), and to every widget; measure from
+    # the moment the agents' sockets have been quiet for a second
+    storm = time.time()
+    await asyncio.sleep(settle)
+    while time.time() - last_frame[0] < 1.0 and time.time() - storm < 120:
+        await asyncio.sleep(0.2)
+    results["storm"] = time.time() - storm
     measuring[0] = True
     results["cpu0"] = cpu_seconds(results["pids"])
     results["load0"] = os.getloadavg()[0]
+    results["client0"], results["machine0"] = self_cpu(), machine_busy()
+    results["others0"] = cpu_by_name(("redis-server", "postgres"))
     go.set()
     start.set()
     await asyncio.sleep(seconds + 2)
@@ -243,6 +309,8 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     await asyncio.sleep(2)
     results["cpu1"] = cpu_seconds(results["pids"])
     results["load1"] = os.getloadavg()[0]
+    results["client1"], results["machine1"] = self_cpu(), machine_busy()
+    results["others1"] = cpu_by_name(("redis-server", "postgres"))
     results["connected"] = len(ready)
     for t in tasks:
         t.cancel()
@@ -258,7 +326,11 @@ def main():
     parser.add_argument("--rate", type=float, default=200.0, help="ingested messages per second")
     parser.add_argument("--visitor-rate", type=float, default=20.0, help="visitor messages per second (all visitors)")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--settle", type=float, default=2.0, help="at least this long after connecting, then "
+                        "until the agents' sockets are quiet for 1 s")
     parser.add_argument("--no-deflate", action="store_true", help="uvicorn --ws-per-message-deflate false")
+    parser.add_argument("--profile", default="", help="a directory: run the ASGI processes under cProfile")
+    parser.add_argument("--ws", default="auto", help="uvicorn --ws implementation (auto, websockets, websockets-sansio)")
     parser.add_argument("--ingest-procs", type=int, default=4, help="processes sharing the ingest rate")
     args = parser.parse_args()
 
@@ -285,7 +357,8 @@ def main():
 
     logs = [open(ROOT / "var" / f"bench-rt-{n}.log", "wb") for n in (0, 1)]
     ports = [free_port(), free_port()]
-    servers = [start_server(p, log, deflate=not args.no_deflate) for p, log in zip(ports, logs)]
+    servers = [start_server(p, log, deflate=not args.no_deflate, ws=args.ws, profile=args.profile)
+               for p, log in zip(ports, logs)]
     bases = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         import httpx
@@ -311,11 +384,18 @@ def main():
             def is_set():
                 return not any(w.is_alive() for w in workers)
 
-        asyncio.run(run_clients(bases, cookies, chat_uuid, visitor_tokens, args.visitor_rate, args.seconds,
-                                start, results, Done))
+        try:  # the client shares the machine with what it measures: the leaner its loop, the better
+            import uvloop
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            loop_factory = None
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(run_clients(bases, cookies, chat_uuid, visitor_tokens, args.visitor_rate, args.seconds,
+                                   start, results, Done, settle=args.settle))
         parts = [out.get(timeout=300) for _ in workers]
         stats = {"sent": sum(p["sent"] for p in parts), "elapsed": max(p["elapsed"] for p in parts),
-                 "late": sum(p["late"] for p in parts)}
+                 "late": sum(p["late"] for p in parts), "cpu": sum(p["cpu"] for p in parts),
+                 "pg_cpu": sum(p["pg_cpu"] for p in parts)}
         for w in workers:
             w.join(30)
     finally:
@@ -331,8 +411,10 @@ def main():
             pass
 
     ing, vis = results.get("ingest", []), results.get("visitor", [])
-    print(f"two uvicorn processes, Redis pub/sub layer, PostgreSQL; {args.agents} agent + {args.visitors} visitor "
-          f"sockets ({results.get('connected')} connected), {TEAMS} teams")
+    print(f"two uvicorn processes (--ws {args.ws}, permessage-deflate {'off' if args.no_deflate else 'on'}), "
+          f"Redis pub/sub layer, PostgreSQL; {args.agents} agent + {args.visitors} visitor "
+          f"sockets ({results.get('connected')} connected), {TEAMS} teams, visitors {args.visitor_rate:g} msg/s; "
+          f"the connection storm took {results.get('storm', 0):.1f} s to settle")
     print(f"ingested {stats['sent']} messages in {stats['elapsed']:.1f}s = {stats['sent'] / stats['elapsed']:.0f}/s "
           f"(target {args.rate:.0f}/s, {stats['late']} more than 0.5 s behind schedule)")
     frames = len(ing) + len(vis)
@@ -340,6 +422,14 @@ def main():
     print(f"machine load average {results.get('load0', 0):.1f} -> {results.get('load1', 0):.1f} "
           f"({os.cpu_count()} CPUs, shared); ASGI processes used {cpu:.1f} CPU-s for {frames} measured deliveries "
           f"= {cpu * 1000 / max(frames, 1):.2f} CPU-ms per delivery (incl. visitor ingest, pings)")
+    busy = results["machine1"][0] - results["machine0"][0]
+    window = (results["machine1"][1] - results["machine0"][1]) / (os.cpu_count() or 1)
+    others = {k: results["others1"][k] - results["others0"][k] for k in results["others0"]}
+    print(f"CPU over the {window:.1f} s measured window: machine {busy / window:.0%} of one core busy "
+          f"({os.cpu_count()} cores); ASGI {cpu / window:.0%}, ingest workers {stats['cpu'] / window:.0%}, "
+          f"bench client {(results['client1'] - results['client0']) / window:.0%}, "
+          f"PostgreSQL {(others['postgres'] + stats['pg_cpu']) / window:.0%} (all databases; "
+          f"{stats['pg_cpu'] / window:.0%} the ingest workers' backends), Redis {others['redis-server'] / window:.0%}")
     print(f"ingest commit -> agent socket: {len(ing)} deliveries, p50 {pct(ing, .5) * 1000:.1f} ms, "
           f"p99 {pct(ing, .99) * 1000:.1f} ms, max {max(ing or [0]) * 1000:.1f} ms")
     print(f"visitor message -> agent socket: {len(vis)} deliveries, p50 {pct(vis, .5) * 1000:.1f} ms, "

@@ -233,17 +233,33 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     # ------------------------------------------------------------------ outbound events
 
+    async def dispatch(self, message):
+        # Broadcasts are the hot path (every event to every agent socket).
+        # Channels runs close_old_connections through the one thread-sensitive
+        # sync thread before every handler: a thread hop per delivery, queued
+        # behind every socket's database work. broadcast() reaches the database
+        # only through database_sync_to_async, which closes stale connections
+        # itself, so it skips that hop.
+        if message.get("type") == "broadcast":
+            await self.broadcast(message)
+            return
+        await super().dispatch(message)
+
     async def broadcast(self, event):
-        payload = event.get("payload") or {}
-        event_id = payload.get("id")
+        # realtime.broadcast_event: the frame is encoded once by the publisher
+        # ("text") next to what the checks below need; an event with a
+        # "payload" dict instead is encoded here
+        payload = event.get("payload")
+        head = payload if payload is not None else event
+        event_id = head.get("id")
         if event_id:
             if event_id in self.seen_ids:
                 return  # the same event reached us through a second group
             self.seen_ids[event_id] = None
             if len(self.seen_ids) > 512:
                 self.seen_ids.popitem(last=False)
-        if not self._allowed(payload):
-            conv = payload.get("conversation")
+        if not self._allowed(head):
+            conv = head.get("conversation")
             conv_id = conv.get("id") if isinstance(conv, dict) else None
             if conv_id in self.viewing:
                 # it moved out of this agent's reach while open: say so and stop listening
@@ -251,9 +267,13 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_discard(f"conversation.{conv_id}", self.channel_name)
                 await database_sync_to_async(presence.leave)(self.user, conv_id, self.channel_name)
                 await self.send_json({"event": "conversation.hidden", "conversation": conv_id,
-                                      "at": payload.get("at")})
+                                      "at": head.get("at")})
             return
-        await self.send_json(payload)
+        text = event.get("text") if payload is None else None
+        if isinstance(text, str):
+            await self.send(text_data=text)
+        else:
+            await self.send_json(payload or {})
 
     def _allowed(self, payload: dict) -> bool:
         """Second line of defence: the groups already filter, this catches stale

@@ -1,13 +1,15 @@
 """Publishing to agents' browsers through the channel layer (after commit).
 
 Groups (ARCHITECTURE.md): `inbox` (users who see everything), `team.<id>` or
-`team.none`, `agent.<id>`, `conversation.<id>`. Every event carries a
-per-process monotonic `seq` and the conversation's `updated_at`, so a client
-that reconnects can ask for what changed since.
+`team.none`, `agent.<id>`, `conversation.<id>`. Every event carries an `id`
+(a socket in several groups drops the copies), the server time `at` and the
+conversation's `updated_at`, so a client that reconnects can ask for what
+changed since.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import uuid
@@ -36,11 +38,28 @@ def send(groups: list[str], payload: dict) -> None:
     # `at` (server time) is what a reconnecting client passes to catch_up.
     payload.setdefault("id", uuid.uuid4().hex)
     payload.setdefault("at", timezone.now().isoformat())
-    event = {"type": "broadcast", "payload": payload}
+    event = broadcast_event(payload)
     try:
-        _run(_group_send_all(layer, groups, event))
+        publisher = _sync_publisher(layer)
+        if publisher is not None and not _in_event_loop():
+            publisher.publish(groups, event)
+        else:
+            _run(_group_send_all(layer, groups, event))
     except Exception:  # realtime is best effort: the data is committed already
         log.exception("realtime publish failed for %s", payload.get("event"))
+
+
+def broadcast_event(payload: dict) -> dict:
+    """The channel-layer event for `payload`: the frame text, encoded once here
+    (as AsyncJsonWebsocketConsumer.encode_json does) instead of once per
+    receiving socket, and what AgentConsumer.broadcast needs to dedupe and
+    re-check permissions (id, at, the conversation's id/team/assignee)."""
+    event = {"type": "broadcast", "text": json.dumps(payload),
+             "id": payload.get("id"), "at": payload.get("at")}
+    conv = payload.get("conversation")
+    if isinstance(conv, dict):
+        event["conversation"] = {"id": conv.get("id"), "team": conv.get("team"), "assignee": conv.get("assignee")}
+    return event
 
 
 async def _await(coro) -> None:
@@ -48,8 +67,72 @@ async def _await(coro) -> None:
 
 
 async def _group_send_all(layer, groups, event) -> None:
-    for group in groups:
-        await layer.group_send(group, event)
+    await asyncio.gather(*(layer.group_send(group, event) for group in groups))
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _SyncPubSub:
+    """Publishes to channels_redis' RedisPubSubChannelLayer from sync code with
+    a plain (thread-safe) redis-py client: the event is serialized once and
+    PUBLISHed to every group in one pipelined round trip, with no hop to an
+    event loop thread. Same Redis channels and wire format as the layer's own
+    group_send (`<prefix>__group__<group>`, the layer's serializer)."""
+
+    def __init__(self, layer, hosts: list[str], prefix: str):
+        import redis
+
+        self.layer = layer
+        self.prefix = prefix
+        self.clients = [redis.Redis.from_url(url) for url in hosts]
+
+    def publish(self, groups, event) -> None:
+        from channels_redis.utils import _consistent_hash
+
+        data = self.layer.serialize(event)
+        pipes = {}
+        for group in groups:
+            channel = f"{self.prefix}__group__{group}"
+            index = _consistent_hash(channel, len(self.clients))
+            if index not in pipes:
+                pipes[index] = self.clients[index].pipeline(transaction=False)
+            pipes[index].publish(channel, data)
+        for pipe in pipes.values():
+            pipe.execute()
+
+
+_sync_lock = threading.Lock()
+_SYNC_ATTR = "_threadline_sync_publisher"
+
+
+def _sync_publisher(layer):
+    """A _SyncPubSub for `layer` when it is a RedisPubSubChannelLayer whose hosts
+    are plain URLs; None otherwise (other layers publish through their loop).
+    Kept on the layer object itself (its __dict__: the layer's __getattr__
+    proxies to a per-event-loop layer)."""
+    if _SYNC_ATTR in layer.__dict__:
+        return layer.__dict__[_SYNC_ATTR]
+    with _sync_lock:
+        if _SYNC_ATTR not in layer.__dict__:
+            publisher = None
+            try:
+                from channels_redis.pubsub import RedisPubSubChannelLayer
+                from channels_redis.utils import decode_hosts
+            except ImportError:
+                RedisPubSubChannelLayer = None
+            if RedisPubSubChannelLayer is not None and isinstance(layer, RedisPubSubChannelLayer):
+                kwargs = layer._kwargs
+                hosts = decode_hosts(kwargs.get("hosts"))
+                if not layer._args and all(set(h) == {"address"} for h in hosts):
+                    publisher = _SyncPubSub(layer, [h["address"] for h in hosts], kwargs.get("prefix", "asgi"))
+            layer.__dict__[_SYNC_ATTR] = publisher
+    return layer.__dict__[_SYNC_ATTR]
 
 
 _loop = None
@@ -58,7 +141,7 @@ _loop_lock = threading.Lock()
 
 def _publisher_loop():
     """One long-lived event loop thread per process for publishing from sync
-    code (Celery workers, WSGI, management commands). async_to_sync would
+    code through layers _SyncPubSub does not cover. async_to_sync would
     start a fresh loop per call, and the Redis layers open a connection per
     loop: about 10 ms per publish instead of well under one."""
     global _loop
@@ -83,11 +166,7 @@ def _run(coro) -> None:
         # the in-memory layer only works on the loop that serves the sockets
         async_to_sync(_await)(coro)
         return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:  # called from async code: schedule it there instead of blocking the loop
+    if _in_event_loop():  # called from async code: schedule it there instead of blocking the loop
         asyncio.ensure_future(coro)
         return
     asyncio.run_coroutine_threadsafe(coro, _publisher_loop()).result(timeout=10)

@@ -187,9 +187,13 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         await database_sync_to_async(live.visitor_seen)(self.visitor, self.channel_name)
         await self.send_json({"type": "pong"})
 
-    async def _throttled(self) -> bool:
+    def _throttle_hit(self) -> tuple[bool, int]:
+        return throttle_hit(f"msg:{self.visitor}", chat_settings.rate_limit(self.channel), 10)
+
+    async def _throttled(self, hit: tuple[bool, int] | None = None) -> bool:
+        """`hit`: the result of _throttle_hit when the caller already took it."""
         limit = chat_settings.rate_limit(self.channel)
-        limited, retry = await database_sync_to_async(throttle_hit)(f"msg:{self.visitor}", limit, 10)
+        limited, retry = hit if hit is not None else await database_sync_to_async(self._throttle_hit)()
         if not limited:
             return False
         self.strikes += 1
@@ -207,17 +211,22 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
             await self._error("too_long", max_chars=chat_settings.max_chars(self.channel),
                               client_id=str(content.get("client_id") or "")[:64])
             return
-        if await self._throttled():
-            return
         body = {"visitor": self.visitor, "text": text, "client_id": str(content.get("client_id") or "")[:64],
                 "page": str(content.get("page") or "")[:500], "language": self.language}
         for key in ("name", "email"):
             if isinstance(content.get(key), str) and content[key].strip():
                 body[key] = content[key].strip()[:320]
         # not thread-sensitive: visitors' messages are ingested in parallel
-        # threads instead of queueing behind every other socket's DB work
-        result = await database_sync_to_async(self._ingest, thread_sensitive=False)(body)
+        # threads instead of queueing behind every other socket's DB work;
+        # the rate limit is taken in the same thread hop
+        hit, result = await database_sync_to_async(self._throttle_and_ingest, thread_sensitive=False)(body)
+        if await self._throttled(hit):
+            return
         await self.send_json(result)
+
+    def _throttle_and_ingest(self, body: dict) -> tuple[tuple[bool, int], dict | None]:
+        hit = self._throttle_hit()
+        return hit, (None if hit[0] else self._ingest(body))
 
     def _ingest(self, body: dict) -> dict:
         from customers.models import Identity
@@ -291,6 +300,14 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         return visitor_email(self.channel, self.visitor, email, name, language=self.language)
 
     # ------------------------------------------------------------------ group events
+
+    async def dispatch(self, message):
+        # as AgentConsumer.dispatch: group events only send a frame, no
+        # per-message close_old_connections hop to the sync thread
+        if message.get("type") == "visitor.event":
+            await self.visitor_event(message)
+            return
+        await super().dispatch(message)
 
     async def visitor_event(self, event):
         await self.send_json(event.get("payload") or {})
