@@ -413,14 +413,8 @@ def _start_outbound(customer, m, at, obj, team, cache, ext, priority) -> Convers
     return conv
 
 
-def import_survey(obj: dict, cache: _Cache) -> bool:
-    _required(obj, "external_id", "conversation", "kind")
-    ext = str(obj["external_id"])
-    if SurveyInvitation.objects.filter(external_id=ext).exists():
-        return False
-    conv = Conversation.objects.filter(external_id=str(obj["conversation"])).first()
-    if conv is None:
-        raise ObjectError({"conversation": [f"Unknown conversation {obj['conversation']!r}."]})
+def _survey_values(obj: dict) -> tuple[str, datetime, int | None, datetime | None]:
+    """kind, invited_at, score and answered_at of an import survey object (checked), for both paths."""
     kind = obj["kind"]
     if kind not in SurveyKind.values:
         raise ObjectError({"kind": ["One of csat, nps, ces."]})
@@ -433,6 +427,18 @@ def import_survey(obj: dict, cache: _Cache) -> bool:
         except surveys.InvalidAnswer as exc:
             raise ObjectError({"score": [str(exc)]}) from None
         answered = _time(obj.get("answered_at") or obj.get("invited_at"), "answered_at")
+    return kind, invited, score, answered
+
+
+def import_survey(obj: dict, cache: _Cache) -> bool:
+    _required(obj, "external_id", "conversation", "kind")
+    ext = str(obj["external_id"])
+    if SurveyInvitation.objects.filter(external_id=ext).exists():
+        return False
+    conv = Conversation.objects.filter(external_id=str(obj["conversation"])).first()
+    if conv is None:
+        raise ObjectError({"conversation": [f"Unknown conversation {obj['conversation']!r}."]})
+    kind, invited, score, answered = _survey_values(obj)
     with transaction.atomic():
         inv = SurveyInvitation.objects.create(
             conversation=conv, customer_id=conv.customer_id, kind=kind,
@@ -1063,20 +1069,8 @@ class BulkImporter:
                         if state is not None else stored.get(ref))
                 if conv is None:
                     raise ObjectError({"conversation": [f"Unknown conversation {obj['conversation']!r}."]})
-                kind = obj["kind"]
-                if kind not in SurveyKind.values:
-                    raise ObjectError({"kind": ["One of csat, nps, ces."]})
-                invited = _time(obj.get("invited_at") or obj.get("answered_at"), "invited_at")
-                score = obj.get("score")
-                answered = None
-                comment = ""
-                if score is not None:
-                    try:
-                        score = surveys.check_score(kind, score)
-                    except surveys.InvalidAnswer as exc:
-                        raise ObjectError({"score": [str(exc)]}) from None
-                    answered = _time(obj.get("answered_at") or obj.get("invited_at"), "answered_at")
-                    comment = (obj.get("comment") or "").strip()[:5000]
+                kind, invited, score, answered = _survey_values(obj)
+                comment = (obj.get("comment") or "").strip()[:5000] if score is not None else ""
             except ObjectError as exc:
                 self._fail(seq, position, "survey", obj, exc)
                 continue

@@ -26,6 +26,15 @@ from .base import TIME_GROUPINGS, filter_dims, group_annotation, time_key
 from .resolution_time import DIMS
 
 
+
+def _group_key(sel, g):
+    """The report key of a group value: None without grouping, the period for time groupings."""
+    if sel.group_by is None:
+        return None
+    if sel.group_by in TIME_GROUPINGS:
+        return time_key(g.date() if hasattr(g, "hour") else g, sel.group_by)
+    return g or None
+
 def rows(sel) -> list[tuple]:
     """[(group key, customer_id, lifetime value, retention rank)]"""
 
@@ -48,12 +57,7 @@ def rows(sel) -> list[tuple]:
         best: dict = {}
         for g, cust, resolved in (facts.annotate(g=group_annotation(sel, DIMS))
                                   .values_list("g", "customer_id", "resolved_at")):
-            if sel.group_by is None:
-                key = None
-            elif sel.group_by in TIME_GROUPINGS:
-                key = time_key(g.date() if hasattr(g, "hour") else g, sel.group_by)
-            else:
-                key = g or None
+            key = _group_key(sel, g)
             lst = orders.get(cust, ())
             i = bisect_right(lst, resolved)
             if i < len(lst) and lst[i] <= resolved + window:
@@ -119,12 +123,7 @@ def _groups_sql(sel) -> dict:
     with connection.cursor() as cur:
         cur.execute(sql, args)
         for g, customers, ltv, retained, pending, lost in cur.fetchall():
-            if sel.group_by is None:
-                key = None
-            elif sel.group_by in TIME_GROUPINGS:
-                key = time_key(g.date() if hasattr(g, "hour") else g, sel.group_by)
-            else:
-                key = g or None
+            key = _group_key(sel, g)
             out[key] = {"customers": customers, "ltv_sum": Decimal(ltv) / 100, "retained": retained, "pending": pending,
                         "lost": lost}
     return out
