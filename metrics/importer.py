@@ -46,7 +46,7 @@ from customers import services as cust_services
 from customers.models import Customer, Identity, Order
 from helpdesk.models import User
 
-from . import engine, surveys
+from . import engine, resultcache, surveys
 from .models import SurveyInvitation, SurveyKind
 
 log = logging.getLogger(__name__)
@@ -1275,6 +1275,8 @@ def run(stream, *, jsonl: bool | None = None, progress=None, fold: str = "auto",
             engine.recompute_all()
         elif imported and fold != "none":
             engine.flush()
+        if any(result.created.values()):
+            resultcache.bump()  # orders and surveys written with COPY / bulk_create send no signals
     result.errors = [e for _seq, e in sorted(errors, key=lambda x: x[0])]
     return result
 

@@ -62,6 +62,7 @@ def cached(kind: str, sel, compute):
 
 
 def connect_signals() -> None:
+    from django.contrib.auth import get_user_model
     from django.db.models.signals import post_delete, post_save
 
     from conversations.models import Team
@@ -75,3 +76,16 @@ def connect_signals() -> None:
     for model in (SurveyInvitation, Order, Team):
         post_save.connect(_bump, sender=model, weak=False, dispatch_uid=f"metrics-cache-{model._meta.label}")
         post_delete.connect(_bump, sender=model, weak=False, dispatch_uid=f"metrics-cache-del-{model._meta.label}")
+
+    def _user_saved(update_fields=None, **_kwargs):
+        # agents are labelled by email or username in the results; a login (last_login) or an
+        # availability change saves the user too and must not empty the cache
+        if update_fields is None or LABEL_FIELDS & set(update_fields):
+            bump()
+
+    user = get_user_model()
+    post_save.connect(_user_saved, sender=user, weak=False, dispatch_uid="metrics-cache-user")
+    post_delete.connect(_bump, sender=user, weak=False, dispatch_uid="metrics-cache-del-user")
+
+
+LABEL_FIELDS = {"email", "username", "first_name", "last_name"}

@@ -66,3 +66,40 @@ def test_result_cache_is_invalidated_by_new_data(play, channels, personas, setti
     assert report.build(Selection(sel.start, sel.end))[0]["volume"]["created"] == 6
     settings.METRICS_CACHE_SECONDS = 0
     assert report.build(Selection(sel.start, sel.end))[0]["volume"]["created"] == 6
+
+
+def test_agent_rename_invalidates_but_login_does_not(play, channels, personas, settings):
+    settings.METRICS_CACHE_SECONDS = 60
+    _traffic(play, channels, personas)
+    today = timezone.localdate()
+    sel = lambda: Selection(today - timedelta(days=89), today, "agent")  # noqa: E731
+    labels = {row["agent"] for row in report.build(sel())}
+    assert personas.ana.email in labels
+    from metrics import resultcache
+
+    version = resultcache.version()
+    personas.ana.last_login = timezone.now()
+    personas.ana.save(update_fields=["last_login"])
+    assert resultcache.version() == version
+    personas.ana.email = "ana.renamed@example.com"
+    personas.ana.save()
+    assert resultcache.version() != version
+    labels = {row["agent"] for row in report.build(sel())}
+    assert "ana.renamed@example.com" in labels and "ana@example.com" not in labels
+
+
+def test_import_without_fold_invalidates(settings):
+    import json
+
+    from metrics import importer, resultcache
+
+    settings.METRICS_CACHE_SECONDS = 60
+    version = resultcache.version()
+    line = {"type": "order", "external_id": "o-cache-1", "customer": "c-cache",
+            "amount": "12.50", "currency": "EUR", "placed_at": "2026-01-05T10:00:00+00:00"}
+    result = importer.run((json.dumps({"type": "customer", "external_id": "c-cache", "name": "Buyer",
+                                       "identities": [{"kind": "email", "value": "buyer@example.org"}]})
+                           + "\n" + json.dumps(line) + "\n").encode(), jsonl=True, fold="none")
+    assert not result.errors, result.errors
+    assert result.created["order"] == 1
+    assert resultcache.version() != version
