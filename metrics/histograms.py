@@ -279,9 +279,8 @@ def _report_key(sel, dim, g):
     return int(g) if g not in (None, "") else None
 
 
-def percentiles(sel, metrics, ps=(0.5, 0.9)) -> dict | None:
-    """{metric: {group key: (median, p90)}} for the selection, exactly as percentile_cont over
-    the facts' values; None when the cuboids do not cover it."""
+def percentiles_hist(sel, metrics) -> dict | None:
+    """{metric: {group key: {bucket: count}}} of the selection; None when the cuboids do not cover it."""
     from .models import ValueHistogram
 
     cover = covering_dim(sel)
@@ -315,7 +314,33 @@ def percentiles(sel, metrics, ps=(0.5, 0.9)) -> dict | None:
             if report is None and k not in keys:
                 report = keys[k] = _report_key(sel, dim, k)
             hist[metric][report][b] += int(n)  # SUM of a bigint: numeric on PostgreSQL
+    return hist
+
+
+def percentiles(sel, metrics, ps=(0.5, 0.9)) -> dict | None:
+    """{metric: {group key: (median, p90)}} for the selection, exactly as percentile_cont over
+    the facts' values; None when the cuboids do not cover it."""
+    hist = percentiles_hist(sel, metrics)
+    if hist is None:
+        return None
+    dim, key_filter = covering_dim(sel)
     return {m: _order_statistics(sel, m, dim, key_filter, hist[m], ps) for m in metrics}
+
+
+def bucket_counts(sel, metric: str) -> dict | None:
+    """{bucket: count} of a figure over the selection's period and filters (its grouping aside),
+    or None when the cuboids do not cover the filters."""
+    from dataclasses import replace
+
+    found = percentiles_hist(replace(sel, group_by=None, _cache={}), [metric])
+    return None if found is None else dict(found[metric].get(None, {}))
+
+
+def count_between(counts: dict, lo: float, hi: float | None) -> int:
+    """How many counted values v have lo <= v < hi (hi None: no upper limit); lo and hi are thresholds."""
+    first = THRESHOLDS.index(lo) + 1
+    last = len(THRESHOLDS) if hi is None else THRESHOLDS.index(hi)
+    return sum(n for b, n in counts.items() if first <= b <= last)
 
 
 def _group_sql(sel, dim, fig) -> str | None:

@@ -100,6 +100,7 @@ def test_histogram_percentiles_equal_all_values(seed):
             assert got == want, (sel, values)
             if histograms.covering_dim(sel) is not None:
                 covered += 1
+        assert first_response_time.distribution(sel) == first_response_time.distribution_all_values(sel), sel
     assert covered  # the histogram path was taken (and the fallback for channel+agent)
 
 
