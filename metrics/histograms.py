@@ -357,6 +357,83 @@ def _group_sql(sel, dim, fig) -> str | None:
     return fig.dims[dim]
 
 
+SUB = 128  # sub-intervals of a bucket counted in SQL before values are fetched ...
+DIRECT = 3000  # ... when the bucket holds more values than this
+
+
+class _Fetch:
+    """The rows of one figure for one bucket's query: a WHERE (days, dimension filters) plus value bounds."""
+
+    def __init__(self, cur, table, value, gexpr, where, params):
+        self.cur, self.table, self.value, self.gexpr, self.where, self.params = cur, table, value, gexpr, where, params
+
+    def bounds(self, lo, hi) -> tuple[str, list]:
+        where, params = [self.where], list(self.params)
+        if lo is not None:
+            where.append(f"{self.value} >= %s")
+            params.append(lo)
+        if hi is not None:
+            where.append(f"{self.value} < %s")
+            params.append(hi)
+        return " AND ".join(where), params
+
+    def values(self, lo, hi) -> dict:
+        """{SQL group: sorted values in [lo, hi)}"""
+        where, params = self.bounds(lo, hi)
+        self.cur.execute(f"SELECT {self.gexpr or '0'}, {self.value} FROM {self.table} WHERE {where}", params)
+        out: dict = defaultdict(list)
+        for g, v in self.cur.fetchall():
+            out[g].append(v)
+        for lst in out.values():
+            lst.sort()
+        return out
+
+
+def _direct(fetch: _Fetch, lo, hi, need: dict, report) -> dict:
+    """{(group, local rank): value}: every value of the bucket, ranked here."""
+    out = {}
+    for g, vals in fetch.values(lo, hi).items():
+        group = report(g)
+        for r in need.get(group, ()):
+            out[(group, r)] = vals[r]
+    return out
+
+
+def _refined(fetch: _Fetch, lo, hi, need: dict, report) -> dict:
+    """As `_direct`, but PostgreSQL first counts the bucket's values per SUB sub-interval
+    (width_bucket over fixed float8 limits) and only the span of sub-intervals holding the
+    ranks is fetched: a dense bucket stays cheap."""
+    limits = sorted({x for x in (lo + (hi - lo) * i / SUB for i in range(1, SUB)) if lo < x < hi})
+    where, params = fetch.bounds(lo, hi)
+    g = fetch.gexpr or "0"
+    fetch.cur.execute(f"SELECT {g}, width_bucket({fetch.value}, %s::float8[]), count(*) FROM {fetch.table} "
+                      f"WHERE {where} GROUP BY 1, 2", [limits, *params])
+    counts: dict = defaultdict(dict)
+    for gv, sb, n in fetch.cur.fetchall():
+        counts[report(gv)][sb] = n
+    # the sub-intervals holding the ranks, and per group how many of its values lie below the first
+    first, last = None, None
+    for group, ranks in need.items():
+        cum = 0
+        todo = sorted(ranks)
+        for sb in sorted(counts.get(group, {})):
+            n = counts[group][sb]
+            while todo and todo[0] < cum + n:
+                todo.pop(0)
+                first = sb if first is None else min(first, sb)
+                last = sb if last is None else max(last, sb)
+            cum += n
+    below = {group: sum(n for sb, n in c.items() if sb < first) for group, c in counts.items()}
+    out = {}
+    slo = lo if first == 0 else limits[first - 1]
+    shi = hi if last == len(limits) else limits[last]
+    for gv, vals in fetch.values(slo, shi).items():
+        group = report(gv)
+        for r in need.get(group, ()):
+            out[(group, r)] = vals[r - below[group]]
+    return out
+
+
 def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps) -> dict:
     fig = METRICS[metric]
     # per group: the ranks wanted and where they are; per bucket: the groups and local ranks it serves
@@ -402,12 +479,6 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps) -> dict:
             else:
                 where.append(f"{fig.day} >= %s AND {fig.day} <= %s")
                 params += [days[0], days[-1]]
-            if b > 0:
-                where.append(f"{fig.value} >= %s")
-                params.append(THRESHOLDS[b - 1])
-            if b < len(THRESHOLDS):
-                where.append(f"{fig.value} < %s")
-                params.append(THRESHOLDS[b])
             if key_filter is not None:
                 where.append(f"{field} = %s")
                 params.append(key_filter if dim == "channel" else int(key_filter))
@@ -422,17 +493,16 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps) -> dict:
                     conds += [f"{field} IS NULL"] if blank else []
                     where.append("(" + " OR ".join(conds) + ")")
                 params += keys
-            # the values of the bucket, ranked here: cheaper than a sort and window in SQL
-            cur.execute(f"SELECT {gexpr or '0'}, {fig.value} FROM {table} WHERE {' AND '.join(where)}", params)
-            values: dict = defaultdict(list)
-            for g, v in cur.fetchall():
-                values[g].append(v)
-            for g, vals in values.items():
-                group = _report_key(sel, dim, g)
-                if group in need:  # (the SQL group expression is the report's group: one list each)
-                    vals.sort()
-                    for r in need[group]:
-                        found[(group, b, r)] = vals[r]
+            lo = THRESHOLDS[b - 1] if b > 0 else None
+            hi = THRESHOLDS[b] if b < len(THRESHOLDS) else None
+            fetch = _Fetch(cur, table, fig.value, gexpr, " AND ".join(where), params)
+            in_bucket = sum(groups[g].get(b, 0) for g in need)
+            if connection.vendor == "postgresql" and lo is not None and hi is not None and in_bucket > DIRECT:
+                picked = _refined(fetch, lo, hi, need, lambda g: _report_key(sel, dim, g))
+            else:
+                picked = _direct(fetch, lo, hi, need, lambda g: _report_key(sel, dim, g))
+            for (group, r), v in picked.items():
+                found[(group, b, r)] = v
     out = {}
     for group, (total, located) in plans.items():
         res = []
