@@ -364,8 +364,10 @@ DIRECT = 3000  # ... when the bucket holds more values than this
 class _Fetch:
     """The rows of one figure for one bucket's query: a WHERE (days, dimension filters) plus value bounds."""
 
-    def __init__(self, cur, table, value, gexpr, where, params):
+    def __init__(self, cur, table, value, gexpr, where, params, day=None, rest="", rest_params=()):
         self.cur, self.table, self.value, self.gexpr, self.where, self.params = cur, table, value, gexpr, where, params
+        self.day, self.rest, self.rest_params = day, rest, list(rest_params)  # rest: the WHERE without the days
+        self.by_day = day is not None and gexpr == day
 
     def bounds(self, lo, hi) -> tuple[str, list]:
         where, params = [self.where], list(self.params)
@@ -376,6 +378,27 @@ class _Fetch:
             where.append(f"{self.value} < %s")
             params.append(hi)
         return " AND ".join(where), params
+
+    def group_bounds(self, group, lo, hi) -> tuple[str, list]:
+        """The WHERE of one report group's values in [lo, hi): for group_by=day its day only."""
+        where, params = [], []
+        if self.by_day:
+            where.append(f"{self.day} = %s")
+            params.append(group)
+        else:
+            where.append(self.where)
+            params += self.params
+            if self.gexpr:
+                if group is None:
+                    where.append(f"{self.gexpr} IS NULL")
+                else:
+                    where.append(f"{self.gexpr} = %s")
+                    params.append(group)
+        if self.by_day and self.rest:
+            where.append(self.rest)
+            params += self.rest_params
+        where += [f"{self.value} >= %s", f"{self.value} < %s"]
+        return " AND ".join(where), params + [lo, hi]
 
     def values(self, lo, hi) -> dict:
         """{SQL group: sorted values in [lo, hi)}"""
@@ -411,26 +434,35 @@ def _refined(fetch: _Fetch, lo, hi, need: dict, report) -> dict:
     counts: dict = defaultdict(dict)
     for gv, sb, n in fetch.cur.fetchall():
         counts[report(gv)][sb] = n
-    # the sub-intervals holding the ranks, and per group how many of its values lie below the first
-    first, last = None, None
+    # per group: the span of sub-intervals holding its ranks and how many of its values lie below it;
+    # the spans are fetched in one statement (UNION ALL of index range scans)
+    parts, args, spans = [], [], {}
     for group, ranks in need.items():
-        cum = 0
+        c = counts.get(group, {})
+        cum, first, last = 0, None, None
         todo = sorted(ranks)
-        for sb in sorted(counts.get(group, {})):
-            n = counts[group][sb]
-            while todo and todo[0] < cum + n:
+        for sb in sorted(c):
+            while todo and todo[0] < cum + c[sb]:
                 todo.pop(0)
-                first = sb if first is None else min(first, sb)
-                last = sb if last is None else max(last, sb)
-            cum += n
-    below = {group: sum(n for sb, n in c.items() if sb < first) for group, c in counts.items()}
+                first = sb if first is None else first
+                last = sb
+            cum += c[sb]
+        slo = lo if first == 0 else limits[first - 1]
+        shi = hi if last == len(limits) else limits[last]
+        spans[group] = sum(n for sb, n in c.items() if sb < first)
+        where, params = fetch.group_bounds(group, slo, shi)
+        parts.append(f"SELECT {len(parts)}, {fetch.value} FROM {fetch.table} WHERE {where}")
+        args += params
+    groups = list(need)
+    fetch.cur.execute(" UNION ALL ".join(parts), args)
+    values: dict = defaultdict(list)
+    for i, v in fetch.cur.fetchall():
+        values[groups[i]].append(v)
     out = {}
-    slo = lo if first == 0 else limits[first - 1]
-    shi = hi if last == len(limits) else limits[last]
-    for gv, vals in fetch.values(slo, shi).items():
-        group = report(gv)
-        for r in need.get(group, ()):
-            out[(group, r)] = vals[r - below[group]]
+    for group, vals in values.items():
+        vals.sort()
+        for r in need[group]:
+            out[(group, r)] = vals[r - spans[group]]
     return out
 
 
@@ -473,12 +505,6 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps) -> dict:
             else:
                 days = _days(sel.start, sel.end)
             where, params = [], []
-            if len(days) <= 400:
-                where.append(f"{fig.day} IN {_in(days)}")
-                params += days
-            else:
-                where.append(f"{fig.day} >= %s AND {fig.day} <= %s")
-                params += [days[0], days[-1]]
             if key_filter is not None:
                 where.append(f"{field} = %s")
                 params.append(key_filter if dim == "channel" else int(key_filter))
@@ -495,7 +521,14 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps) -> dict:
                 params += keys
             lo = THRESHOLDS[b - 1] if b > 0 else None
             hi = THRESHOLDS[b] if b < len(THRESHOLDS) else None
-            fetch = _Fetch(cur, table, fig.value, gexpr, " AND ".join(where), params)
+            rest, rest_params = " AND ".join(where), list(params)
+            if len(days) <= 400:
+                where.insert(0, f"{fig.day} IN {_in(days)}")
+                params[:0] = days
+            else:
+                where.insert(0, f"{fig.day} >= %s AND {fig.day} <= %s")
+                params[:0] = [days[0], days[-1]]
+            fetch = _Fetch(cur, table, fig.value, gexpr, " AND ".join(where), params, fig.day, rest, rest_params)
             in_bucket = sum(groups[g].get(b, 0) for g in need)
             if connection.vendor == "postgresql" and lo is not None and hi is not None and in_bucket > DIRECT:
                 picked = _refined(fetch, lo, hi, need, lambda g: _report_key(sel, dim, g))
