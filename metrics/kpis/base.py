@@ -31,7 +31,7 @@ class Selection:
     team_id: int | None = None
     agent_id: int | None = None
     # parts a caller does not show and need not be computed: "rt_pct" (response-time median/p90),
-    # "bh_pct" (business-hours medians); the figures are then null
+    # "bh_pct" (business-hours medians), "p90" (every p90); the figures are then null
     skip: frozenset = frozenset()
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -228,12 +228,17 @@ def medians(qs, sel: Selection, dims: dict, *values: str) -> dict:
     otherwise from every value of the period (`all_values_medians`): the same figures."""
     from .. import histograms
 
+    median_only = "p90" in sel.skip
     metrics = [histograms.BY_VALUE.get(("response" if qs.model is ResponseFact else "fact", v)) for v in values]
     if all(metrics) and not qs.query.where:
-        found = histograms.percentiles(sel, metrics)
+        found = histograms.percentiles(sel, metrics, (0.5,) if median_only else (0.5, 0.9))
         if found is not None:
-            return {v: found[m] for v, m in zip(values, metrics)}
-    return all_values_medians(qs, sel, dims, *values)
+            return {v: {k: (p[0], None) if median_only else p for k, p in found[m].items()}
+                    for v, m in zip(values, metrics)}
+    out = all_values_medians(qs, sel, dims, *values)
+    if median_only:
+        out = {v: {k: (p[0], None) for k, p in d.items()} for v, d in out.items()}
+    return out
 
 
 def all_values_medians(qs, sel: Selection, dims: dict, *values: str) -> dict:

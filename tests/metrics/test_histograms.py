@@ -131,3 +131,17 @@ def test_bucket_is_width_bucket():
         with connection.cursor() as cur:
             cur.execute("SELECT width_bucket(v, %s::float8[]) FROM unnest(%s::float8[]) v", [list(T), probes])
             assert [r[0] for r in cur.fetchall()] == [histograms.bucket(v) for v in probes]
+
+
+@pytest.mark.parametrize("group_by,filters", [(None, {}), ("agent", {}), ("agent", {"channel": "chat"})])
+def test_median_only_when_p90_is_skipped(group_by, filters):
+    """The dashboard's cards and trend show medians only: skip={"p90"} gives the same medians, p90 null."""
+    from dataclasses import replace
+
+    _seed(random.Random(3), n=60)
+    histograms.rebuild()
+    sel = Selection(DAY0, DAY0 + timedelta(days=30), group_by, **filters)
+    full = _figures(medians(ConversationFact.objects.all(), sel, first_response_time.DIMS, "frt_seconds"))
+    only = medians(ConversationFact.objects.all(), replace(sel, skip=frozenset({"p90"}), _cache={}),
+                   first_response_time.DIMS, "frt_seconds")
+    assert full["frt_seconds"] and only == {"frt_seconds": {k: (p[0], None) for k, p in full["frt_seconds"].items()}}
