@@ -68,9 +68,11 @@ def data(sel: Selection) -> dict:
     return {**resultcache.cached("dashboard", sel, lambda: _data(sel)), "live": live_counters()}
 
 
-# the cards show the response-time mean only; the tables no business-hours figures
-CARD_SKIP = frozenset({"rt_pct"})
+# the cards show medians and the response-time mean only; the tables no business-hours figures;
+# the trend the FRT median
+CARD_SKIP = frozenset({"rt_pct", "p90"})
 TABLE_SKIP = frozenset({"rt_pct", "bh_pct"})
+TREND_SKIP = TABLE_SKIP | {"p90"}
 
 
 def _data(sel: Selection) -> dict:
@@ -79,7 +81,7 @@ def _data(sel: Selection) -> dict:
     parts = run_reads({
         "current": lambda: build(_sub(sel, None, CARD_SKIP))[0],
         "previous": lambda: build(_sub(sel.previous(), None, CARD_SKIP))[0],
-        "trend": lambda: build(_sub(sel, trend_group, TABLE_SKIP), only=TREND_KPIS),
+        "trend": lambda: build(_sub(sel, trend_group, TREND_SKIP), only=TREND_KPIS),
         "by_channel": lambda: build(_sub(sel, "channel", TABLE_SKIP), only=TABLE_KPIS),
         "by_team": lambda: build(_sub(sel, "team", TABLE_SKIP), only=TABLE_KPIS),
         "by_agent": lambda: build(_sub(sel, "agent", TABLE_SKIP), only=TABLE_KPIS),

@@ -27,7 +27,7 @@ from django.utils import timezone
 from conversations.models import Conversation, ConversationEvent, EventKind
 
 from . import facts as F
-from . import resultcache
+from . import histograms, resultcache
 from .businesshours import local_day, schedules as load_schedules
 from .models import (
     ROLLUP_COLUMNS,
@@ -36,6 +36,7 @@ from .models import (
     DirtyConversation,
     ResponseFact,
     SlaPolicy,
+    ValueHistogram,
 )
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,12 @@ def recompute_conversations(ids, now: datetime | None = None) -> None:
     old = {f.conversation_id: f for f in ConversationFact.objects.filter(conversation_id__in=ids)}
     bases = _bases(ids, context)
     new = {b.conversation_id: _to_fact(b) for b in bases}
+    # value histograms: a pure function of the base facts (neighbours only change verdicts)
+    counts: dict = {}
+    for fact in old.values():
+        histograms.fact_counts(fact, counts, -1)
+    for fact in new.values():
+        histograms.fact_counts(fact, counts, 1)
     # FCR neighbours: the same customers' resolved conversations within FCR_WINDOW before these start
     customers = {f.customer_id for f in new.values() if f.customer_id} | {
         f.customer_id for f in old.values() if f.customer_id}
@@ -304,6 +311,7 @@ def recompute_conversations(ids, now: datetime | None = None) -> None:
     ResponseFact.objects.filter(conversation_id__in=ids).delete()
     ResponseFact.objects.bulk_create(_response_rows(new.values()))
     apply_delta(delta)
+    histograms.apply(counts)
 
 
 def _clone(fact: ConversationFact) -> ConversationFact:
@@ -436,6 +444,7 @@ def _recompute_all_generic(progress, chunk: int, now: datetime) -> int:
             if progress:
                 progress(len(ids), "conversations")
         apply_delta(acc)
+        histograms.rebuild()
         resultcache.bump()
     return total
 
@@ -623,7 +632,7 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
             cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
             cur.execute("SET LOCAL synchronous_commit = off")
             cur.execute(f"TRUNCATE {DirtyConversation._meta.db_table}, {DailyRollup._meta.db_table}, "
-                        f"{resp_table}, {fact_table}")
+                        f"{ValueHistogram._meta.db_table}, {resp_table}, {fact_table}")
             indexes = _secondary_indexes(cur)
             for name, _sql in indexes:
                 cur.execute(f'DROP INDEX "{name}"')
@@ -666,17 +675,21 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                 phases["indexes"] = time.monotonic() - t0 - sum(phases.values())
                 _copy(cur, DailyRollup._meta.db_table, ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS],
                       "".join(_rollup_line(key, cols) for key, cols in acc.items() if any(cols.values())))
+                phases["rollups"] = time.monotonic() - t0 - sum(phases.values())
+                histograms.rebuild()
+                phases["histograms"] = time.monotonic() - t0 - sum(phases.values())
         finally:
             if pool is not None:
                 pool.terminate()
             _JOB.clear()
     resultcache.bump()
-    phases["rollups+commit"] = time.monotonic() - t0 - sum(phases.values())
+    phases["commit"] = time.monotonic() - t0 - sum(phases.values())
     with connection.cursor() as cur:
         # VACUUM sets the visibility map, so the covering indexes give index-only scans
         # (it cannot run inside a transaction block: there, ANALYZE only)
         verb = "ANALYZE" if connection.in_atomic_block else "VACUUM ANALYZE"
-        cur.execute(f"{verb} {fact_table}, {resp_table}, {DailyRollup._meta.db_table}")
+        cur.execute(f"{verb} {fact_table}, {resp_table}, {DailyRollup._meta.db_table}, "
+                    f"{ValueHistogram._meta.db_table}")
     phases["analyze"] = time.monotonic() - t0 - sum(phases.values())
     log.info("full recompute of %s conversations (%s workers): %s", total, workers,
              ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))

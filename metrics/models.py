@@ -178,9 +178,19 @@ class ConversationFact(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["customer_id", "started_at"], name="fact_customer_started"),
-            # covering (PostgreSQL): percentiles, CLTV and retention of a period read only the index
-            models.Index(fields=["frt_day"], include=["frt_seconds", "frt_bh_seconds", "frt_kind", "frt_agent_id",
-                                                      "frt_team_id"], name="fact_frt_cover"),
+            # (day, value), covering: the values of one histogram bucket over a list of days
+            # (metrics.histograms), or of a period (uncovered selections), read only the index
+            models.Index(fields=["frt_day", "frt_seconds"], include=["frt_bh_seconds", "frt_kind", "frt_agent_id",
+                                                                     "frt_team_id"], name="fact_frt_value"),
+            models.Index(fields=["frt_day", "frt_bh_seconds"], include=["frt_kind", "frt_agent_id", "frt_team_id"],
+                         name="fact_frt_bh_value"),
+            models.Index(fields=["resolved_day", "resolution_seconds"],
+                         include=["resolution_bh_seconds", "origin_kind", "resolution_agent_id", "resolution_team_id"],
+                         name="fact_res_value"),
+            models.Index(fields=["resolved_day", "resolution_bh_seconds"],
+                         include=["origin_kind", "resolution_agent_id", "resolution_team_id"],
+                         name="fact_res_bh_value"),
+            # covering (PostgreSQL): CLTV and retention of a period read only the index
             models.Index(fields=["resolved_day"], include=["resolution_seconds", "resolution_bh_seconds",
                                                            "origin_kind", "resolution_agent_id", "resolution_team_id",
                                                            "customer_id", "resolved_at"], name="fact_resolved_cover"),
@@ -199,8 +209,32 @@ class ResponseFact(models.Model):
     team_id = models.BigIntegerField(null=True)
 
     class Meta:
-        indexes = [models.Index(fields=["day"], include=["seconds", "channel", "agent_id", "team_id"],
-                                name="response_day_cover")]
+        indexes = [models.Index(fields=["day", "seconds"], include=["channel", "agent_id", "team_id"],
+                                name="response_day_value")]
+
+
+class ValueHistogram(models.Model):
+    """How many values of a time figure fell in each bucket, per local day and one dimension
+    (metrics.histograms): exact medians and p90 read only the buckets that hold them.
+
+    metric: frt, frt_bh, res, res_bh, rt; dim: all, channel, agent, team; key: the channel
+    kind or the agent/team id ("" for none, and for dim "all"). Every value is counted on its
+    day (span 1) and its week (span 7): a long period reads whole weeks."""
+
+    metric = models.CharField(max_length=8)
+    dim = models.CharField(max_length=8)
+    span = models.SmallIntegerField(default=1)  # 1: the day; 7: the week starting on Monday `day`
+    day = models.DateField()
+    key = models.CharField(max_length=40, blank=True, default="")
+    bucket = models.SmallIntegerField()
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["metric", "dim", "span", "day", "key", "bucket"],
+                                               name="histogram_unique_key")]
+        # covering (PostgreSQL): the sums of a period read only the index
+        indexes = [models.Index(fields=["metric", "dim", "span", "day"], include=["key", "bucket", "n"],
+                                name="histogram_day_cover")]
 
 
 ROLLUP_COLUMNS = [

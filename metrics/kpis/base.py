@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Aggregate, F, FloatField, Sum, Value
 from django.db.models.functions import TruncMonth, TruncWeek
 
-from ..models import ROLLUP_COLUMNS, DailyRollup
+from ..models import ROLLUP_COLUMNS, DailyRollup, ResponseFact
 
 GROUPINGS = ("channel", "agent", "team", "day", "week", "month")
 TIME_GROUPINGS = ("day", "week", "month")
@@ -31,7 +31,7 @@ class Selection:
     team_id: int | None = None
     agent_id: int | None = None
     # parts a caller does not show and need not be computed: "rt_pct" (response-time median/p90),
-    # "bh_pct" (business-hours medians); the figures are then null
+    # "bh_pct" (business-hours medians), "p90" (every p90); the figures are then null
     skip: frozenset = frozenset()
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -222,7 +222,27 @@ def _norm_key(sel: Selection, key):
 
 def medians(qs, sel: Selection, dims: dict, *values: str) -> dict:
     """{value field: {group: (median, p90)}} over a fact queryset, one query for all
-    `values` (they must be null together, e.g. a figure and its business-hours variant)."""
+    `values` (they must be null together, e.g. a figure and its business-hours variant).
+
+    From the value histograms (metrics.histograms) when their cuboids cover the selection,
+    otherwise from every value of the period (`all_values_medians`): the same figures."""
+    from .. import histograms
+
+    median_only = "p90" in sel.skip
+    metrics = [histograms.BY_VALUE.get(("response" if qs.model is ResponseFact else "fact", v)) for v in values]
+    if all(metrics) and not qs.query.where:
+        found = histograms.percentiles(sel, metrics, (0.5,) if median_only else (0.5, 0.9))
+        if found is not None:
+            return {v: {k: (p[0], None) if median_only else p for k, p in found[m].items()}
+                    for v, m in zip(values, metrics)}
+    out = all_values_medians(qs, sel, dims, *values)
+    if median_only:
+        out = {v: {k: (p[0], None) for k, p in d.items()} for v, d in out.items()}
+    return out
+
+
+def all_values_medians(qs, sel: Selection, dims: dict, *values: str) -> dict:
+    """`medians` from every value of the selection: percentile_cont on PostgreSQL, `percentile` elsewhere."""
     qs = qs.filter(**{f"{dims['day']}__gte": sel.start, f"{dims['day']}__lte": sel.end,
                       f"{values[0]}__isnull": False})
     qs = filter_dims(qs, sel, channel=dims["channel"], agent=dims["agent"], team=dims["team"])

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from conversations import services
 from conversations.inbound import InboundMessage
-from metrics import engine
+from metrics import engine, histograms
 
 BASE = datetime(2026, 3, 1, 8, 0, tzinfo=dt_tz.utc)
 
@@ -27,10 +27,11 @@ def test_incremental_equals_full(steps, channels, personas, django_capture_on_co
     from conversations.models import Conversation, ConversationEvent, Message
     from customers.models import Customer
 
-    from metrics.models import ConversationFact, DailyRollup, ResponseFact, SurveyInvitation
+    from metrics.models import ConversationFact, DailyRollup, ResponseFact, SurveyInvitation, ValueHistogram
 
     # hypothesis reuses the function-scoped db: start each example clean
-    for model in (SurveyInvitation, ConversationEvent, Message, DailyRollup, ResponseFact, ConversationFact):
+    for model in (SurveyInvitation, ConversationEvent, Message, DailyRollup, ResponseFact, ConversationFact,
+                  ValueHistogram):
         model.objects.all().delete()
     Conversation.objects.all().delete()
     Customer.objects.all().delete()
@@ -61,9 +62,11 @@ def test_incremental_equals_full(steps, channels, personas, django_capture_on_co
         elif action == "assign":
             services.assign(conversation=conv, agent=personas.bob, team=personas.tech, set_team=True, at=at)
     incremental = engine.rollup_snapshot()
+    counted = histograms.snapshot()
     facts = {f.conversation_id: (f.frt_seconds, f.resolution_seconds, f.contacts, f.fcr, f.contrib)
              for f in ConversationFact.objects.all()}
     engine.recompute_all()
     assert engine.rollup_snapshot() == incremental
+    assert histograms.snapshot() == counted
     assert {f.conversation_id: (f.frt_seconds, f.resolution_seconds, f.contacts, f.fcr, f.contrib)
             for f in ConversationFact.objects.all()} == facts

@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from conversations import services
-from metrics import engine
+from metrics import engine, histograms
 from metrics.models import ConversationFact, DailyRollup, ResponseFact, SlaPolicy
 
 pytestmark = [pytest.mark.django_db(transaction=True),
@@ -53,7 +53,7 @@ def _snapshot():
         facts[f["conversation_id"]] = f
     responses = sorted((r["conversation_id"], r["at"], r["day"], r["seconds"], r["channel"], r["agent_id"],
                         r["team_id"]) for r in ResponseFact.objects.values())
-    return facts, responses, engine.rollup_snapshot()
+    return facts, responses, engine.rollup_snapshot(), histograms.snapshot()
 
 
 def _indexes():
@@ -73,7 +73,7 @@ def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk)
     now = timezone.now()
     assert engine._recompute_all_generic(None, 5000, now) == total
     generic = _snapshot()
-    assert len(generic[0]) == total and generic[1] and generic[2]
+    assert len(generic[0]) == total and generic[1] and generic[2] and generic[3]
     assert any(f["reopens"] for f in generic[0].values()) and any(f["fcr"] is not None for f in generic[0].values())
     DailyRollup.objects.all().delete()
     assert engine._recompute_all_pg(None, now, chunk=chunk, workers=workers) == total

@@ -1,0 +1,548 @@
+"""Exact medians and p90 from value histograms (KPI.md: percentile_cont, linear interpolation).
+
+`ValueHistogram` counts, per figure (METRICS), dimension (DIMS: the whole, or one of channel,
+agent, team), local day, dimension value (`key`) and bucket, the values of the facts that fell
+in the bucket: bucket b of a value v is `bisect_right(THRESHOLDS, v)` (SQL: `width_bucket(v,
+THRESHOLDS)`, the same float8 values), i.e. THRESHOLDS[b-1] <= v < THRESHOLDS[b].
+
+A read (`percentiles`) sums the counts of the selection per (group, bucket) - a few thousand
+rows -, finds the buckets that hold the two ranks percentile_cont interpolates between
+(floor and ceil of (n - 1) p), and fetches only the values of those buckets (index range scans
+of (day, value)); sorting them gives the exact order statistics. Selections the single-dimension
+cuboids do not cover (filters on one dimension grouped by another, or filters on two) return
+None: the caller computes them from all values.
+
+The counts are a pure function of the facts: `fact_counts` gives what one ConversationFact adds,
+the engine applies (new - old) differences with an additive upsert (`apply`), and a full
+recompute rebuilds the table (`rebuild`). Changing THRESHOLDS needs `manage.py recompute_metrics`.
+"""
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.db import connection
+
+from . import resultcache
+from .businesshours import local_day
+
+
+def _thresholds() -> tuple[float, ...]:
+    """0, a few round values up to a minute, then whole seconds growing ~15 % a step (up to ~30
+    years), plus the limits of the dashboard's FRT distribution: ~140 buckets. Finer buckets
+    mean more histogram rows to sum, coarser ones more values to rank in the fetched buckets."""
+    out = {0.0, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0}
+    t = 60
+    while t < 10 ** 9:
+        out.add(float(t))
+        t = max(t + 1, round(t * 1.15))
+    out.update(float(x) for x in (300, 900, 3600, 14400, 86400))
+    return tuple(sorted(out))
+
+
+THRESHOLDS = _thresholds()
+DIMS = ("all", "channel", "agent", "team")
+
+
+@dataclass(frozen=True)
+class Figure:
+    model: str  # "fact" (ConversationFact) or "response" (ResponseFact)
+    day: str
+    value: str
+    dims: dict  # dimension -> field
+
+
+_FRT = {"channel": "frt_kind", "agent": "frt_agent_id", "team": "frt_team_id"}
+_RES = {"channel": "origin_kind", "agent": "resolution_agent_id", "team": "resolution_team_id"}
+_RT = {"channel": "channel", "agent": "agent_id", "team": "team_id"}
+METRICS = {
+    "frt": Figure("fact", "frt_day", "frt_seconds", _FRT),
+    "frt_bh": Figure("fact", "frt_day", "frt_bh_seconds", _FRT),
+    "res": Figure("fact", "resolved_day", "resolution_seconds", _RES),
+    "res_bh": Figure("fact", "resolved_day", "resolution_bh_seconds", _RES),
+    "rt": Figure("response", "day", "seconds", _RT),
+}
+# (fact model name, value field) -> metric: what kpis.base.medians asks for
+BY_VALUE = {(f.model, f.value): name for name, f in METRICS.items()}
+
+
+def bucket(value: float) -> int:
+    return bisect_right(THRESHOLDS, value)
+
+
+def _model(name: str):
+    from .models import ConversationFact, ResponseFact
+
+    return ConversationFact if name == "fact" else ResponseFact
+
+
+# --------------------------------------------------------------------------- maintenance
+
+def _count(acc: dict, metric: str, day, channel, agent, team, value, sign: int) -> None:
+    b = bisect_right(THRESHOLDS, value)
+    monday = day - timedelta(days=day.weekday())
+    for dim, key in (("all", ""), ("channel", channel or ""), ("agent", "" if agent is None else str(agent)),
+                     ("team", "" if team is None else str(team))):
+        for k in ((metric, dim, 1, day, key, b), (metric, dim, 7, monday, key, b)):
+            acc[k] = acc.get(k, 0) + sign
+
+
+def fact_counts(fact, acc: dict, sign: int = 1) -> dict:
+    """Add what one ConversationFact (or a row with its fields; `responses` as stored: ISO
+    times) contributes to ValueHistogram, times `sign`, to acc {(metric, dim, day, key, bucket): n}."""
+    if fact.frt_day is not None and fact.frt_seconds is not None:
+        dims = (fact.frt_kind, fact.frt_agent_id, fact.frt_team_id)
+        _count(acc, "frt", fact.frt_day, *dims, fact.frt_seconds, sign)
+        if fact.frt_bh_seconds is not None:
+            _count(acc, "frt_bh", fact.frt_day, *dims, fact.frt_bh_seconds, sign)
+    if fact.resolved_day is not None and fact.resolution_seconds is not None:
+        dims = (fact.origin_kind, fact.resolution_agent_id, fact.resolution_team_id)
+        _count(acc, "res", fact.resolved_day, *dims, fact.resolution_seconds, sign)
+        if fact.resolution_bh_seconds is not None:
+            _count(acc, "res_bh", fact.resolved_day, *dims, fact.resolution_bh_seconds, sign)
+    for at, seconds, kind, agent, team in fact.responses or ():
+        at = datetime.fromisoformat(at) if isinstance(at, str) else at
+        _count(acc, "rt", local_day(at), kind, agent, team, seconds, sign)
+    return acc
+
+
+def apply(acc: dict) -> None:
+    """Additive upsert of the non-zero differences (n = n + excluded.n), in one key order for every writer."""
+    from .models import ValueHistogram
+
+    rows = sorted((m, d, span, day.isoformat() if isinstance(day, date) else day, k, b, n)
+                  for (m, d, span, day, k, b), n in acc.items() if n)
+    if not rows:
+        return
+    table = ValueHistogram._meta.db_table
+    cols = "metric, dim, span, day, key, bucket, n"
+    tail = f"ON CONFLICT (metric, dim, span, day, key, bucket) DO UPDATE SET n = {table}.n + excluded.n"
+    resultcache.bump()
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            from psycopg2.extras import execute_values
+
+            execute_values(cur.cursor, f"INSERT INTO {table} ({cols}) VALUES %s {tail}", rows, page_size=1000)
+        else:
+            cur.executemany(f"INSERT INTO {table} ({cols}) VALUES (%s, %s, %s, %s, %s, %s, %s) {tail}", rows)
+
+
+def rebuild() -> None:
+    """Recount the whole table from the facts (the full recompute; the migration that adds it)."""
+    from .models import ConversationFact, ResponseFact, ValueHistogram
+
+    table = ValueHistogram._meta.db_table
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            # load without indexes, build them afterwards (far cheaper than maintaining them row by row)
+            cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                        "WHERE conrelid = %s::regclass AND contype = 'u'", [table])
+            constraints = cur.fetchall()
+            cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                        "AND tablename = %s AND indexname <> ALL(%s)", [table, [c[0] for c in constraints] or [""]])
+            indexes = [r for r in cur.fetchall() if not r[0].endswith("_pkey")]
+            cur.execute(f"TRUNCATE {table}")
+            for name, _sql in constraints:
+                cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+            for name, _sql in indexes:
+                cur.execute(f'DROP INDEX "{name}"')
+            for metric, fig in METRICS.items():
+                src = _model(fig.model)._meta.db_table
+                ch, ag, tm = fig.dims["channel"], fig.dims["agent"], fig.dims["team"]
+                # one scan per figure; GROUPING() tells the cuboid and span of each output row
+                cur.execute(f"""
+                    INSERT INTO {table} (metric, dim, span, day, key, bucket, n)
+                    SELECT * FROM (
+                    SELECT %s,
+                           CASE WHEN GROUPING(ch) = 0 THEN 'channel' WHEN GROUPING(ag) = 0 THEN 'agent'
+                                WHEN GROUPING(tm) = 0 THEN 'team' ELSE 'all' END AS dim,
+                           CASE WHEN GROUPING(day) = 0 THEN 1 ELSE 7 END AS span,
+                           CASE WHEN GROUPING(day) = 0 THEN day ELSE wk END AS day,
+                           CASE WHEN GROUPING(ch) = 0 THEN coalesce(ch, '')
+                                WHEN GROUPING(ag) = 0 THEN coalesce(ag::text, '')
+                                WHEN GROUPING(tm) = 0 THEN coalesce(tm::text, '') ELSE '' END AS key,
+                           b, count(*)
+                    FROM (SELECT {fig.day} AS day, date_trunc('week', {fig.day})::date AS wk, {ch} AS ch,
+                                 {ag} AS ag, {tm} AS tm, width_bucket({fig.value}, %s::float8[]) AS b
+                          FROM {src} WHERE {fig.day} IS NOT NULL AND {fig.value} IS NOT NULL) s
+                    GROUP BY GROUPING SETS ((day, b), (day, ch, b), (day, ag, b), (day, tm, b),
+                                            (wk, b), (wk, ch, b), (wk, ag, b), (wk, tm, b))) c""",
+                            [metric, list(THRESHOLDS)])
+            for name, sql in constraints:
+                cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {sql}')
+            for _name, sql in indexes:
+                cur.execute(sql)
+            resultcache.bump()
+            return
+        cur.execute(f"DELETE FROM {table}")
+    acc: dict = {}
+    for row in ConversationFact.objects.values_list(
+            "frt_day", "frt_seconds", "frt_bh_seconds", "frt_kind", "frt_agent_id", "frt_team_id",
+            "resolved_day", "resolution_seconds", "resolution_bh_seconds", "origin_kind", "resolution_agent_id",
+            "resolution_team_id").iterator(chunk_size=5000):
+        fact_counts(_Row(*row), acc)
+    for day, seconds, channel, agent, team in ResponseFact.objects.values_list(
+            "day", "seconds", "channel", "agent_id", "team_id").iterator(chunk_size=5000):
+        _count(acc, "rt", day, channel, agent, team, seconds, 1)
+    apply(acc)
+
+
+@dataclass
+class _Row:
+    frt_day: object
+    frt_seconds: object
+    frt_bh_seconds: object
+    frt_kind: object
+    frt_agent_id: object
+    frt_team_id: object
+    resolved_day: object
+    resolution_seconds: object
+    resolution_bh_seconds: object
+    origin_kind: object
+    resolution_agent_id: object
+    resolution_team_id: object
+    responses: tuple = ()
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def snapshot() -> dict:
+    """Non-zero counts {(metric, dim, span, day, key, bucket): n} (tests)."""
+    from .models import ValueHistogram
+
+    return {(m, d, sp, str(day), k, b): n for m, d, sp, day, k, b, n in ValueHistogram.objects.exclude(n=0)
+            .values_list("metric", "dim", "span", "day", "key", "bucket", "n")}
+
+
+# --------------------------------------------------------------------------- reads
+
+_TIME = ("day", "week", "month")
+
+
+def covering_dim(sel) -> tuple[str, str | None] | None:
+    """(cuboid, key filter) that answers the selection, or None."""
+    filters = {d: v for d, v in (("channel", sel.channel), ("agent", sel.agent_id), ("team", sel.team_id)) if v}
+    involved = set(filters)
+    if sel.group_by and sel.group_by not in _TIME:
+        involved.add(sel.group_by)
+    if len(involved) > 1:
+        return None
+    if not involved:
+        return "all", None
+    dim = involved.pop()
+    value = filters.get(dim)
+    return dim, (None if value is None else str(value))
+
+
+def _split(start: date, end: date, group_by) -> tuple[list[date], list[date]]:
+    """The period as (days read from day rows, Mondays of the whole weeks read from week rows);
+    with group_by=day days only, with group_by=month no week across a month's end."""
+    if group_by == "day":
+        return _days(start, end), []
+    days, weeks = [], []
+    d = start
+    while d <= end:
+        monday = d - timedelta(days=d.weekday())
+        sunday = monday + timedelta(days=6)
+        if d == monday and sunday <= end and (group_by != "month" or sunday.month == monday.month):
+            weeks.append(d)
+            d = sunday + timedelta(days=1)
+        else:
+            days.append(d)
+            d += timedelta(days=1)
+    return days, weeks
+
+
+def _in(values: list) -> str:
+    return "(" + ", ".join(["%s"] * len(values)) + ")"
+
+
+def _date(v):
+    return date.fromisoformat(v[:10]) if isinstance(v, str) else v
+
+
+def _report_key(sel, dim, g):
+    """The report's group key of a histogram key / fact column value."""
+    if sel.group_by is None:
+        return None
+    if sel.group_by in _TIME:
+        from .kpis.base import time_key
+
+        return time_key(_date(g), sel.group_by)
+    if dim == "channel":
+        return g
+    return int(g) if g not in (None, "") else None
+
+
+def percentiles_hist(sel, metrics) -> dict | None:
+    """{metric: {group key: {bucket: count}}} of the selection; None when the cuboids do not cover it."""
+    from .models import ValueHistogram
+
+    cover = covering_dim(sel)
+    if cover is None:
+        return None
+    dim, key_filter = cover
+    metrics = list(metrics)
+    table = ValueHistogram._meta.db_table
+    g = "day" if sel.group_by in _TIME else ("key" if sel.group_by else "''")
+    days, weeks = _split(sel.start, sel.end, sel.group_by)
+    parts, params = [], []
+    for span, dates in ((1, days), (7, weeks)):
+        if not dates:
+            continue
+        where = f"metric IN {_in(metrics)} AND dim = %s AND span = %s AND day IN {_in(dates)}"
+        params += [*metrics, dim, span, *dates]
+        if key_filter is not None:
+            where += " AND key = %s"
+            params.append(key_filter)
+        by = f"metric, {g}, bucket" if sel.group_by else "metric, bucket"
+        parts.append(f"SELECT metric, {g}, bucket, SUM(n) FROM {table} WHERE {where} GROUP BY {by}")
+    # {metric: {group: {bucket: n}}}
+    hist: dict = {m: defaultdict(lambda: defaultdict(int)) for m in metrics}
+    with connection.cursor() as cur:
+        cur.execute(" UNION ALL ".join(parts), params)
+        rows = cur.fetchall()
+    keys: dict = {}
+    for metric, k, b, n in rows:
+        if n:
+            report = keys.get(k)
+            if report is None and k not in keys:
+                report = keys[k] = _report_key(sel, dim, k)
+            hist[metric][report][b] += int(n)  # SUM of a bigint: numeric on PostgreSQL
+    return hist
+
+
+def percentiles(sel, metrics, ps=(0.5, 0.9)) -> dict | None:
+    """{metric: {group key: (median, p90)}} for the selection, exactly as percentile_cont over
+    the facts' values; None when the cuboids do not cover it."""
+    hist = percentiles_hist(sel, metrics)
+    if hist is None:
+        return None
+    dim, key_filter = covering_dim(sel)
+    return {m: _order_statistics(sel, m, dim, key_filter, hist[m], ps) for m in metrics}
+
+
+def bucket_counts(sel, metric: str) -> dict | None:
+    """{bucket: count} of a figure over the selection's period and filters (its grouping aside),
+    or None when the cuboids do not cover the filters."""
+    from dataclasses import replace
+
+    found = percentiles_hist(replace(sel, group_by=None, _cache={}), [metric])
+    return None if found is None else dict(found[metric].get(None, {}))
+
+
+def count_between(counts: dict, lo: float, hi: float | None) -> int:
+    """How many counted values v have lo <= v < hi (hi None: no upper limit); lo and hi are thresholds."""
+    first = THRESHOLDS.index(lo) + 1
+    last = len(THRESHOLDS) if hi is None else THRESHOLDS.index(hi)
+    return sum(n for b, n in counts.items() if first <= b <= last)
+
+
+def _group_sql(sel, dim, fig) -> str | None:
+    """The fact-table expression of the report group (None: one group)."""
+    if sel.group_by is None:
+        return None
+    if sel.group_by == "day":
+        return fig.day
+    pg = connection.vendor == "postgresql"
+    if sel.group_by == "week":
+        return f"date_trunc('week', {fig.day})::date" if pg else f"date({fig.day}, 'weekday 0', '-6 days')"
+    if sel.group_by == "month":
+        return f"date_trunc('month', {fig.day})::date" if pg else f"date({fig.day}, 'start of month')"
+    return fig.dims[dim]
+
+
+SUB = 128  # sub-intervals of a bucket counted in SQL before values are fetched ...
+DIRECT = 3000  # ... when the bucket holds more values than this
+
+
+class _Fetch:
+    """The rows of one figure for one bucket's query: a WHERE (days, dimension filters) plus value bounds."""
+
+    def __init__(self, cur, table, value, gexpr, where, params, day=None, rest="", rest_params=()):
+        self.cur, self.table, self.value, self.gexpr, self.where, self.params = cur, table, value, gexpr, where, params
+        self.day, self.rest, self.rest_params = day, rest, list(rest_params)  # rest: the WHERE without the days
+        self.by_day = day is not None and gexpr == day
+
+    def bounds(self, lo, hi) -> tuple[str, list]:
+        where, params = [self.where], list(self.params)
+        if lo is not None:
+            where.append(f"{self.value} >= %s")
+            params.append(lo)
+        if hi is not None:
+            where.append(f"{self.value} < %s")
+            params.append(hi)
+        return " AND ".join(where), params
+
+    def group_bounds(self, group, lo, hi) -> tuple[str, list]:
+        """The WHERE of one report group's values in [lo, hi): for group_by=day its day only."""
+        where, params = [], []
+        if self.by_day:
+            where.append(f"{self.day} = %s")
+            params.append(group)
+        else:
+            where.append(self.where)
+            params += self.params
+            if self.gexpr:
+                if group is None:
+                    where.append(f"{self.gexpr} IS NULL")
+                else:
+                    where.append(f"{self.gexpr} = %s")
+                    params.append(group)
+        if self.by_day and self.rest:
+            where.append(self.rest)
+            params += self.rest_params
+        where += [f"{self.value} >= %s", f"{self.value} < %s"]
+        return " AND ".join(where), params + [lo, hi]
+
+    def values(self, lo, hi) -> dict:
+        """{SQL group: sorted values in [lo, hi)}"""
+        where, params = self.bounds(lo, hi)
+        self.cur.execute(f"SELECT {self.gexpr or '0'}, {self.value} FROM {self.table} WHERE {where}", params)
+        out: dict = defaultdict(list)
+        for g, v in self.cur.fetchall():
+            out[g].append(v)
+        for lst in out.values():
+            lst.sort()
+        return out
+
+
+def _direct(fetch: _Fetch, lo, hi, need: dict, report) -> dict:
+    """{(group, local rank): value}: every value of the bucket, ranked here."""
+    out = {}
+    for g, vals in fetch.values(lo, hi).items():
+        group = report(g)
+        for r in need.get(group, ()):
+            out[(group, r)] = vals[r]
+    return out
+
+
+def _refined(fetch: _Fetch, lo, hi, need: dict, report) -> dict:
+    """As `_direct`, but PostgreSQL first counts the bucket's values per SUB sub-interval
+    (width_bucket over fixed float8 limits) and only the span of sub-intervals holding the
+    ranks is fetched: a dense bucket stays cheap."""
+    limits = sorted({x for x in (lo + (hi - lo) * i / SUB for i in range(1, SUB)) if lo < x < hi})
+    where, params = fetch.bounds(lo, hi)
+    g = fetch.gexpr or "0"
+    fetch.cur.execute(f"SELECT {g}, width_bucket({fetch.value}, %s::float8[]), count(*) FROM {fetch.table} "
+                      f"WHERE {where} GROUP BY 1, 2", [limits, *params])
+    counts: dict = defaultdict(dict)
+    for gv, sb, n in fetch.cur.fetchall():
+        counts[report(gv)][sb] = n
+    # per group: the span of sub-intervals holding its ranks and how many of its values lie below it;
+    # the spans are fetched in one statement (UNION ALL of index range scans)
+    parts, args, spans = [], [], {}
+    for group, ranks in need.items():
+        c = counts.get(group, {})
+        cum, first, last = 0, None, None
+        todo = sorted(ranks)
+        for sb in sorted(c):
+            while todo and todo[0] < cum + c[sb]:
+                todo.pop(0)
+                first = sb if first is None else first
+                last = sb
+            cum += c[sb]
+        slo = lo if first == 0 else limits[first - 1]
+        shi = hi if last == len(limits) else limits[last]
+        spans[group] = sum(n for sb, n in c.items() if sb < first)
+        where, params = fetch.group_bounds(group, slo, shi)
+        parts.append(f"SELECT {len(parts)}, {fetch.value} FROM {fetch.table} WHERE {where}")
+        args += params
+    groups = list(need)
+    fetch.cur.execute(" UNION ALL ".join(parts), args)
+    values: dict = defaultdict(list)
+    for i, v in fetch.cur.fetchall():
+        values[groups[i]].append(v)
+    out = {}
+    for group, vals in values.items():
+        vals.sort()
+        for r in need[group]:
+            out[(group, r)] = vals[r - spans[group]]
+    return out
+
+
+def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps) -> dict:
+    fig = METRICS[metric]
+    # per group: the ranks wanted and where they are; per bucket: the groups and local ranks it serves
+    plans: dict = {}
+    wanted: dict = defaultdict(dict)  # bucket -> {group: set of local ranks}
+    for group, counts in groups.items():
+        total = sum(counts.values())
+        if not total:
+            continue
+        ranks = set()
+        for p in ps:
+            pos = (total - 1) * p
+            ranks.update((math.floor(pos), math.ceil(pos)))
+        located = {}
+        cum = 0
+        todo = sorted(ranks)
+        for b in sorted(counts):
+            n = counts[b]
+            while todo and todo[0] < cum + n:
+                rank = todo.pop(0)
+                located[rank] = (b, rank - cum)
+                wanted[b].setdefault(group, set()).add(rank - cum)
+            cum += n
+            if not todo:
+                break
+        plans[group] = (total, located)
+    table = _model(fig.model)._meta.db_table
+    gexpr = _group_sql(sel, dim, fig)
+    field = fig.dims.get(dim)
+    found: dict = {}
+    with connection.cursor() as cur:
+        for b, need in sorted(wanted.items()):
+            if sel.group_by in _TIME:
+                from .kpis.base import time_key
+
+                days = sorted(d for d in _days(sel.start, sel.end) if time_key(d, sel.group_by) in need)
+            else:
+                days = _days(sel.start, sel.end)
+            where, params = [], []
+            if key_filter is not None:
+                where.append(f"{field} = %s")
+                params.append(key_filter if dim == "channel" else int(key_filter))
+            elif dim != "all":
+                keys = [k for k in need if k not in (None, "")]
+                blank = None in need or "" in need
+                if dim == "channel":  # a blank channel is "", never NULL
+                    keys += [""] if blank else []
+                    where.append(f"{field} IN {_in(keys)}")
+                else:
+                    conds = [f"{field} IN {_in(keys)}"] if keys else []
+                    conds += [f"{field} IS NULL"] if blank else []
+                    where.append("(" + " OR ".join(conds) + ")")
+                params += keys
+            lo = THRESHOLDS[b - 1] if b > 0 else None
+            hi = THRESHOLDS[b] if b < len(THRESHOLDS) else None
+            rest, rest_params = " AND ".join(where), list(params)
+            if len(days) <= 400:
+                where.insert(0, f"{fig.day} IN {_in(days)}")
+                params[:0] = days
+            else:
+                where.insert(0, f"{fig.day} >= %s AND {fig.day} <= %s")
+                params[:0] = [days[0], days[-1]]
+            fetch = _Fetch(cur, table, fig.value, gexpr, " AND ".join(where), params, fig.day, rest, rest_params)
+            in_bucket = sum(groups[g].get(b, 0) for g in need)
+            if connection.vendor == "postgresql" and lo is not None and hi is not None and in_bucket > DIRECT:
+                picked = _refined(fetch, lo, hi, need, lambda g: _report_key(sel, dim, g))
+            else:
+                picked = _direct(fetch, lo, hi, need, lambda g: _report_key(sel, dim, g))
+            for (group, r), v in picked.items():
+                found[(group, b, r)] = v
+    out = {}
+    for group, (total, located) in plans.items():
+        res = []
+        for p in ps:
+            pos = (total - 1) * p
+            lo, hi = math.floor(pos), math.ceil(pos)
+            vlo, vhi = found[(group, *located[lo])], found[(group, *located[hi])]
+            res.append(vlo + (vhi - vlo) * (pos - lo))
+        out[group] = tuple(res)
+    return out

@@ -1,0 +1,147 @@
+"""metrics.histograms: medians and p90 read through the value histograms equal percentile_cont
+(PostgreSQL) / kpis.base.percentile (elsewhere) over every value, on data with ties, values on
+the bucket thresholds, zeros, negative values, groups of one value and empty periods, for every
+grouping and filter; incremental counting equals the full rebuild."""
+from __future__ import annotations
+
+import random
+from datetime import date, datetime, time, timedelta, timezone as dt_tz
+
+import pytest
+
+from metrics import histograms
+from metrics.kpis import first_response_time, resolution_time, response_time
+from metrics.kpis.base import GROUPINGS, Selection, all_values_medians, medians, percentile
+from metrics.models import ConversationFact, ResponseFact
+
+pytestmark = pytest.mark.django_db
+
+DAY0 = date(2026, 3, 2)
+T = histograms.THRESHOLDS
+POOL = [0.0, 0.0, 1.0, 59.0, 60.0, 300.0, 300.0, 900.0, 86400.0, T[80], T[80], T[81], T[120], 0.5, 12.25,
+        299.999999, 300.000001, 1234.567891, 7200.0, 1e6 + 0.25, -3.0]
+AGENTS = [11, 12, 13, None]
+TEAMS = [21, 22, None]
+KINDS = ["email", "chat", ""]
+
+
+def _value(rng):
+    return rng.choice(POOL) if rng.random() < 0.5 else round(rng.lognormvariate(6, 2), 6)
+
+
+def _seed(rng, n=160):
+    facts, responses = [], []
+    for cid in range(1, n + 1):
+        day = DAY0 + timedelta(days=rng.randrange(0, 20))
+        at = datetime.combine(day, time(12), tzinfo=dt_tz.utc)
+        f = ConversationFact(conversation_id=cid, origin_kind=rng.choice(KINDS))
+        if rng.random() < 0.8:
+            f.frt_day, f.frt_at, f.frt_seconds = day, at, _value(rng)
+            f.frt_bh_seconds = _value(rng) if rng.random() < 0.9 else f.frt_seconds
+            f.frt_kind, f.frt_agent_id, f.frt_team_id = rng.choice(KINDS), rng.choice(AGENTS), rng.choice(TEAMS)
+        if rng.random() < 0.7:
+            rday = day + timedelta(days=rng.randrange(0, 3))
+            f.resolved_day, f.resolved_at = rday, datetime.combine(rday, time(15), tzinfo=dt_tz.utc)
+            f.resolution_seconds, f.resolution_bh_seconds = _value(rng), _value(rng)
+            f.resolution_agent_id, f.resolution_team_id = rng.choice(AGENTS), rng.choice(TEAMS)
+        rows = []
+        for k in range(rng.randrange(0, 4)):
+            rat = at + timedelta(hours=7 * k)
+            rows.append([rat.isoformat(), _value(rng), rng.choice(KINDS), rng.choice(AGENTS), rng.choice(TEAMS)])
+            responses.append(ResponseFact(conversation_id=cid, at=rat, day=rat.date(), seconds=rows[-1][1],
+                                          channel=rows[-1][2], agent_id=rows[-1][3], team_id=rows[-1][4]))
+        f.responses = rows
+        facts.append(f)
+    # one value alone on its day and agent
+    facts.append(ConversationFact(conversation_id=n + 1, frt_day=DAY0 + timedelta(days=25), frt_seconds=42.5,
+                                  frt_bh_seconds=42.5, frt_kind="sms", frt_agent_id=99, frt_team_id=98,
+                                  responses=[]))
+    ConversationFact.objects.bulk_create(facts)
+    ResponseFact.objects.bulk_create(responses)
+    return facts
+
+
+def _figures(result):
+    """PostgreSQL's aggregate without a group gives one row of nulls over nothing: no figure."""
+    return {v: {k: p for k, p in d.items() if p != (None, None)} for v, d in result.items()}
+
+
+def _selections():
+    out = []
+    for start, end in ((DAY0, DAY0 + timedelta(days=30)), (DAY0 + timedelta(days=3), DAY0 + timedelta(days=9)),
+                       (DAY0 + timedelta(days=25), DAY0 + timedelta(days=25)),
+                       (DAY0 - timedelta(days=40), DAY0 - timedelta(days=1))):  # the last: nothing in it
+        for group_by in (None, *GROUPINGS):
+            for filters in ({}, {"channel": "email"}, {"channel": "sms"}, {"agent_id": 12}, {"team_id": 21},
+                            {"channel": "chat", "agent_id": 11}):
+                out.append(Selection(start, end, group_by, **filters))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_histogram_percentiles_equal_all_values(seed):
+    facts = _seed(random.Random(seed))
+    # counted incrementally (what the engine applies) == the full rebuild
+    acc: dict = {}
+    for f in facts:
+        histograms.fact_counts(f, acc)
+    histograms.apply(acc)
+    incremental = histograms.snapshot()
+    histograms.rebuild()
+    assert histograms.snapshot() == incremental and incremental
+    covered = 0
+    for sel in _selections():
+        for mod, values in ((first_response_time, ("frt_seconds", "frt_bh_seconds")),
+                            (resolution_time, ("resolution_seconds", "resolution_bh_seconds")),
+                            (response_time, ("seconds",))):
+            model = ResponseFact if mod is response_time else ConversationFact
+            got = _figures(medians(model.objects.all(), sel, mod.DIMS, *values))
+            want = _figures(all_values_medians(model.objects.all(), sel, mod.DIMS, *values))
+            assert got == want, (sel, values)
+            if histograms.covering_dim(sel) is not None:
+                covered += 1
+        assert first_response_time.distribution(sel) == first_response_time.distribution_all_values(sel), sel
+    assert covered  # the histogram path was taken (and the fallback for channel+agent)
+
+
+def test_reference_is_percentile_cont_on_known_values():
+    """Hand-checked: ties and a value on a threshold, one group of a single value."""
+    day = DAY0
+    vals = [300.0, 300.0, 0.0, 10.5, 900.0]
+    ConversationFact.objects.bulk_create(
+        [ConversationFact(conversation_id=i + 1, frt_day=day, frt_seconds=v, frt_bh_seconds=v, frt_kind="chat",
+                          frt_agent_id=1 if i < 4 else 2, responses=[]) for i, v in enumerate(vals)])
+    histograms.rebuild()
+    sel = Selection(day, day)
+    got = histograms.percentiles(sel, ["frt"])["frt"]
+    assert got == {None: (300.0, percentile(vals, 0.9))} and got[None][1] == 300.0 + 600.0 * 0.6
+    by_agent = histograms.percentiles(Selection(day, day, "agent"), ["frt"])["frt"]
+    assert by_agent == {1: (155.25, 300.0), 2: (900.0, 900.0)}
+    assert histograms.percentiles(Selection(day, day, "agent", channel="chat"), ["frt"]) is None
+    assert histograms.percentiles(Selection(day - timedelta(days=9), day - timedelta(days=1)), ["frt"]) == {"frt": {}}
+
+
+def test_bucket_is_width_bucket():
+    from django.db import connection
+
+    assert histograms.bucket(-1.0) == 0 and histograms.bucket(0.0) == 1 and histograms.bucket(T[-1]) == len(T)
+    assert histograms.bucket(300.0) == T.index(300.0) + 1 and histograms.bucket(299.9999) == T.index(300.0)
+    if connection.vendor == "postgresql":
+        probes = [-1.0, 0.0, 0.5, 300.0, 299.999999, T[100], T[100] - 1e-9, T[-1], T[-1] * 2]
+        with connection.cursor() as cur:
+            cur.execute("SELECT width_bucket(v, %s::float8[]) FROM unnest(%s::float8[]) v", [list(T), probes])
+            assert [r[0] for r in cur.fetchall()] == [histograms.bucket(v) for v in probes]
+
+
+@pytest.mark.parametrize("group_by,filters", [(None, {}), ("agent", {}), ("agent", {"channel": "chat"})])
+def test_median_only_when_p90_is_skipped(group_by, filters):
+    """The dashboard's cards and trend show medians only: skip={"p90"} gives the same medians, p90 null."""
+    from dataclasses import replace
+
+    _seed(random.Random(3), n=60)
+    histograms.rebuild()
+    sel = Selection(DAY0, DAY0 + timedelta(days=30), group_by, **filters)
+    full = _figures(medians(ConversationFact.objects.all(), sel, first_response_time.DIMS, "frt_seconds"))
+    only = medians(ConversationFact.objects.all(), replace(sel, skip=frozenset({"p90"}), _cache={}),
+                   first_response_time.DIMS, "frt_seconds")
+    assert full["frt_seconds"] and only == {"frt_seconds": {k: (p[0], None) for k, p in full["frt_seconds"].items()}}
