@@ -50,6 +50,20 @@ def send(groups: list[str], payload: dict) -> None:
         log.exception("realtime publish failed for %s", payload.get("event"))
 
 
+def group_send(groups: list[str], event: dict) -> None:
+    """Send a channel-layer event to groups from sync code: straight to Redis
+    when the layer allows (_SyncPubSub), else through the layer's event loop.
+    Raises what the layer raises (callers decide whether that is best effort)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    publisher = _sync_publisher(layer)
+    if publisher is not None and not _in_event_loop():
+        publisher.publish(groups, event)
+    else:
+        _run(_group_send_all(layer, groups, event))
+
+
 def broadcast_event(payload: dict) -> dict:
     """The channel-layer event for `payload`: the frame text, encoded once here
     (as AsyncJsonWebsocketConsumer.encode_json does) instead of once per
