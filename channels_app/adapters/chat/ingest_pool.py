@@ -71,7 +71,7 @@ def _init(settings_module: str, db_name: str) -> None:
 
     def watch():
         while os.getppid() == parent:
-            time.sleep(1)
+            time.sleep(0.2)
         os._exit(0)
 
     threading.Thread(target=watch, name="ingest-pool-parent", daemon=True).start()
