@@ -302,3 +302,31 @@ def test_sla_warning_reaches_the_team(personas, channels, inbound):
         await ana.disconnect()
         await bob.disconnect()
     run(scenario)
+
+
+def test_socket_frames_skip_the_session_save_check():
+    """helpdesk.asgi.SocketSessionWrapper: websocket frames go straight out
+    (the session is not even resolved for them); an HTTP response start still
+    takes channels' session-saving path."""
+    from channels.sessions import InstanceSessionWrapper
+    from django.utils.functional import LazyObject
+
+    from helpdesk.asgi import SocketSessionWrapper
+
+    sent = []
+
+    async def real_send(message):
+        sent.append(message)
+
+    async def scenario(wrapper_class, message):
+        wrapper = wrapper_class({"type": "websocket", "cookies": {}}, real_send)
+        assert isinstance(wrapper.scope["session"], LazyObject)  # unresolved: touching it raises
+        await wrapper.send(message)
+
+    frame = {"type": "websocket.send", "text": "{}"}
+    async_to_sync(scenario)(SocketSessionWrapper, frame)
+    assert sent == [frame]
+    with pytest.raises(NotImplementedError):  # channels' own wrapper looks at the session on every frame
+        async_to_sync(scenario)(InstanceSessionWrapper, frame)
+    with pytest.raises(NotImplementedError):  # and ours still does for an HTTP response start
+        async_to_sync(scenario)(SocketSessionWrapper, {"type": "http.response.start", "status": 200})
