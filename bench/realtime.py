@@ -177,6 +177,19 @@ def cpu_seconds(pids) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def with_children(pids) -> list[int]:
+    """These processes and their children (the ASGI processes' ingest workers)."""
+    pids = list(pids)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) in pids:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
 def cpu_by_name(names) -> dict:
     """CPU seconds so far of all processes whose command name is in `names`
     (redis-server, postgres: shared with whatever else runs on the machine)."""
@@ -297,7 +310,8 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
         await asyncio.sleep(0.2)
     results["storm"] = time.time() - storm
     measuring[0] = True
-    results["cpu0"] = cpu_seconds(results["pids"])
+    results["tree"] = with_children(results["pids"])
+    results["cpu0"] = cpu_seconds(results["tree"])
     results["load0"] = os.getloadavg()[0]
     results["client0"], results["machine0"] = self_cpu(), machine_busy()
     results["others0"] = cpu_by_name(("redis-server", "postgres"))
@@ -307,7 +321,7 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     while not done.is_set():  # ingest may lag behind schedule on a busy machine: wait for it
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)
-    results["cpu1"] = cpu_seconds(results["pids"])
+    results["cpu1"] = cpu_seconds(results["tree"])
     results["load1"] = os.getloadavg()[0]
     results["client1"], results["machine1"] = self_cpu(), machine_busy()
     results["others1"] = cpu_by_name(("redis-server", "postgres"))
@@ -332,6 +346,8 @@ def main():
     parser.add_argument("--profile", default="", help="a directory: run the ASGI processes under cProfile")
     parser.add_argument("--ws", default="auto", help="uvicorn --ws implementation (auto, websockets, websockets-sansio)")
     parser.add_argument("--ingest-procs", type=int, default=4, help="processes sharing the ingest rate")
+    parser.add_argument("--chat-ingest-processes", type=int, default=None,
+                        help="CHAT_INGEST_PROCESSES of the ASGI processes (visitor messages in worker processes)")
     args = parser.parse_args()
 
     import importlib.util
@@ -341,6 +357,8 @@ def main():
     spec.loader.exec_module(bench_db)
     ensure_database = bench_db.ensure_database
 
+    if args.chat_ingest_processes is not None:
+        os.environ["CHAT_INGEST_PROCESSES"] = str(args.chat_ingest_processes)
     ensure_database(DB_URL)
     import django
 
@@ -411,7 +429,10 @@ def main():
             pass
 
     ing, vis = results.get("ingest", []), results.get("visitor", [])
-    print(f"two uvicorn processes (--ws {args.ws}, permessage-deflate {'off' if args.no_deflate else 'on'}), "
+    workers = int(os.environ.get("CHAT_INGEST_PROCESSES") or 0)
+    print(f"two uvicorn processes (--ws {args.ws}, permessage-deflate {'off' if args.no_deflate else 'on'}, "
+          f"visitor messages ingested in {f'{workers} worker processes each' if workers else 'threads'}, "
+          f"CONN_MAX_AGE {os.environ.get('CONN_MAX_AGE', '0')}), "
           f"Redis pub/sub layer, PostgreSQL; {args.agents} agent + {args.visitors} visitor "
           f"sockets ({results.get('connected')} connected), {TEAMS} teams, visitors {args.visitor_rate:g} msg/s; "
           f"the connection storm took {results.get('storm', 0):.1f} s to settle")
@@ -420,7 +441,7 @@ def main():
     frames = len(ing) + len(vis)
     cpu = results.get("cpu1", 0) - results.get("cpu0", 0)
     print(f"machine load average {results.get('load0', 0):.1f} -> {results.get('load1', 0):.1f} "
-          f"({os.cpu_count()} CPUs, shared); ASGI processes used {cpu:.1f} CPU-s for {frames} measured deliveries "
+          f"({os.cpu_count()} CPUs, shared); ASGI processes (with their ingest workers) used {cpu:.1f} CPU-s for {frames} measured deliveries "
           f"= {cpu * 1000 / max(frames, 1):.2f} CPU-ms per delivery (incl. visitor ingest, pings)")
     busy = results["machine1"][0] - results["machine0"][0]
     window = (results["machine1"][1] - results["machine0"][1]) / (os.cpu_count() or 1)

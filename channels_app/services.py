@@ -29,6 +29,36 @@ def envelope_store(*, channel: Channel | None, kind: str, body: bytes, headers: 
                                           source=source, remote_addr=remote_addr)
 
 
+def envelope_store_and_process(*, channel: Channel, kind: str, body: bytes, headers: dict | None = None,
+                               source: str = "webhook", remote_addr: str | None = None) -> tuple[InboundEnvelope,
+                                                                                                  ParseResult]:
+    """Keep the raw payload and ingest it in one transaction: one commit per
+    message instead of three (store, ingest, mark processed), for callers that
+    answer only after the message is stored (the chat widget).
+
+    Nothing is lost: when parsing or ingest fails, that transaction is rolled
+    back and the envelope is stored on its own as failed, with the error, for
+    envelope_replay; the exception is re-raised as envelope_process does."""
+    clean_headers = {k: v for k, v in (headers or {}).items() if k.lower() not in _DROP_HEADERS}
+    envelope = InboundEnvelope(channel=channel, kind=kind, body=body, headers=clean_headers, source=source,
+                               remote_addr=remote_addr)
+    try:
+        with transaction.atomic():
+            envelope.save(force_insert=True)
+            result = envelope_process(envelope)
+        return envelope, result
+    except Exception as exc:
+        error = f"ParseError: {exc}" if isinstance(exc, ParseError) else traceback.format_exc()
+        envelope.pk = None
+        envelope._state.adding = True
+        envelope.status = EnvelopeStatus.FAILED
+        envelope.error = error[-4000:]
+        envelope.processed_at = timezone.now()
+        envelope.message_ids = []
+        envelope.save(force_insert=True)
+        raise
+
+
 def envelope_from_request(request, channel: Channel, kind: str) -> InboundEnvelope:
     headers = dict(request.headers)
     headers["_method"] = request.method

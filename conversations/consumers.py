@@ -171,7 +171,9 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"event": "error", "code": "bad_status"})
             return
         await database_sync_to_async(presence.set_availability)(self.user, status)
-        await self.send_json({"event": "agent.availability", "agent": self.user.pk, "status": status})
+        # the broadcast to every agent (this one too) follows in the next batch
+        await self.send_json({"event": "agent.availability", "agent": self.user.pk, "status": status,
+                              "agents": [{"agent": self.user.pk, "status": status}]})
 
     async def on_ping(self, content):
         await database_sync_to_async(self._heartbeat)()

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import uuid
+import weakref
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -47,6 +48,20 @@ def send(groups: list[str], payload: dict) -> None:
             _run(_group_send_all(layer, groups, event))
     except Exception:  # realtime is best effort: the data is committed already
         log.exception("realtime publish failed for %s", payload.get("event"))
+
+
+def group_send(groups: list[str], event: dict) -> None:
+    """Send a channel-layer event to groups from sync code: straight to Redis
+    when the layer allows (_SyncPubSub), else through the layer's event loop.
+    Raises what the layer raises (callers decide whether that is best effort)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    publisher = _sync_publisher(layer)
+    if publisher is not None and not _in_event_loop():
+        publisher.publish(groups, event)
+    else:
+        _run(_group_send_all(layer, groups, event))
 
 
 def broadcast_event(payload: dict) -> dict:
@@ -268,10 +283,98 @@ def publish_presence(conversation_id: int, viewers: list[dict], typing: list[dic
          {"event": "presence", "conversation": conversation_id, "viewers": viewers, "typing": typing})
 
 
+AVAILABILITY_GROUPS = ["inbox", "team.none"]  # every agent socket is in one of them, exactly once
+# availability changes made while serving sockets are sent as one frame per
+# this many seconds and process: N agents connecting at once (a deploy, a
+# network blip) would otherwise send N frames to each of the N agent sockets
+AVAILABILITY_BATCH_SECONDS = 0.25
+
+
 def publish_availability(user_id: int, status: str) -> None:
-    """An agent went online, away or offline. Every agent socket is in `inbox`
-    or `team.none`, so these two groups reach every agent exactly once."""
-    send(["inbox", "team.none"], {"event": "agent.availability", "agent": user_id, "status": status})
+    """An agent went online, away or offline.
+
+    Frame: {"event": "agent.availability", "agents": [{"agent": id, "status": ...}, ...]}.
+    In an ASGI process (the change was made from a socket or view, whose event
+    loop asgiref knows) the change joins that loop's batch: one frame per
+    AVAILABILITY_BATCH_SECONDS with the agents' statuses as stored when it is
+    sent. Elsewhere (Celery's sweep, WSGI) it is sent at once."""
+    loop = _serving_loop()
+    if loop is not None:
+        try:
+            loop.call_soon_threadsafe(_availability_batch(loop).add, user_id)
+            return
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+    send(AVAILABILITY_GROUPS, {"event": "agent.availability", "agents": [{"agent": user_id, "status": status}]})
+
+
+def _serving_loop():
+    """The running event loop that serves this process's sockets: the current
+    one, or for sync code run by sync_to_async, the loop that called it."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    from asgiref.sync import SyncToAsync
+
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is not None and loop.is_running() and not loop.is_closed():
+        return loop
+    return None
+
+
+_batches: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _availability_batch(loop) -> "_AvailabilityBatch":
+    with _loop_lock:
+        batch = _batches.get(loop)
+        if batch is None:
+            batch = _batches[loop] = _AvailabilityBatch(loop)
+    return batch
+
+
+class _AvailabilityBatch:
+    """Availability changes of one event loop, sent together (runs on that loop)."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.pending: set[int] = set()
+        self.handle = None
+
+    def add(self, user_id: int) -> None:
+        self.pending.add(user_id)
+        if self.handle is None:
+            self.handle = self.loop.call_later(AVAILABILITY_BATCH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        self.handle = None
+        ids, self.pending = self.pending, set()
+        if ids:
+            self.loop.create_task(self._send(sorted(ids)))
+
+    async def _send(self, ids: list[int]) -> None:
+        from channels.db import database_sync_to_async
+
+        try:
+            # the statuses as stored now: a later change made in another
+            # process must not be overtaken by this batch's older value
+            agents = await database_sync_to_async(_stored_availability)(ids)
+            layer = get_channel_layer()
+            if layer is None or not agents:
+                return
+            payload = {"event": "agent.availability", "agents": agents, "id": uuid.uuid4().hex,
+                       "at": timezone.now().isoformat()}
+            await _group_send_all(layer, AVAILABILITY_GROUPS, broadcast_event(payload))
+        except Exception:  # realtime is best effort
+            log.exception("realtime publish failed for agent.availability")
+
+
+def _stored_availability(ids: list[int]) -> list[dict]:
+    from helpdesk.models import User
+
+    return [{"agent": pk, "status": status}
+            for pk, status in User.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "availability")]
 
 
 def publish_customer_typing(conversation_id: int, typing: bool) -> None:

@@ -277,6 +277,8 @@ def conversation_detail(request, pk: int):
 
 def _conversation_context(request, conversation: Conversation) -> dict:
     items, truncated = selectors.timeline(conversation)
+    # the header's SLA badge on load (afterwards sla.warning / sla.breached pushes update it)
+    selectors.sla_due([conversation])
     channels = services.reply_channels(conversation)
     default, reason = services.default_reply_channel(conversation)
     canned = CannedResponse.objects.filter(team__isnull=True) | CannedResponse.objects.filter(

@@ -117,7 +117,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: Celery broker, channel layer, cache ------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+    CACHES = {"default": {"BACKEND": "helpdesk.cache.RedisCache", "LOCATION": REDIS_URL,
                           "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "threadline")}}
     CHANNEL_LAYERS = {
         "default": {
@@ -216,6 +216,9 @@ WEBHOOK_LOG_DAYS = env_int("WEBHOOK_LOG_DAYS", 30)  # delivery log kept this man
 # Largest API request body (413 above it).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 30 * 1024 * 1024)
 CHAT_OFFLINE_EMAIL_DELAY = env_int("CHAT_OFFLINE_EMAIL_DELAY", 300)
+# visitor messages ingested in this many worker processes per ASGI process
+# (channels_app.adapters.chat.ingest_pool; needs Redis); 0: in threads
+CHAT_INGEST_PROCESSES = env_int("CHAT_INGEST_PROCESSES", 0)
 # SLA warnings pushed to agents (metrics.sla_tasks): warn this long before a due
 # time, either a share of the target ("20%") or seconds ("900"); a breach is
 # announced only while its due time is at most SLA_BREACH_LOOKBACK seconds old.

@@ -24,7 +24,8 @@
  *   customer.merged       {survivor, merged}
  *   presence              {conversation: id, viewers: [{id, name, initials, color}], typing: [...]}   collision detection
  *   customer.typing       {conversation: id, typing: bool}   the chat visitor is typing
- *   agent.availability    {agent: id, status: "online" | "away" | "offline"}
+ *   agent.availability    {agents: [{agent: id, status: "online" | "away" | "offline"}, ...]}   batched: at most
+ *                         one frame per 0.25 s per server process (the reply to your own change also has agent, status)
  *   sla.warning / sla.breached  {conversation: {...}, sla: {kind, due_at}}
  *   ready                 {at, user, availability}       after (re)connecting
  *   catch_up.done         {since, at, count, truncated}  truncated: too much changed, reload the list

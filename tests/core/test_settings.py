@@ -43,7 +43,7 @@ def test_redis_url_switches_broker_layer_and_cache(tmp_path):
     with_redis = run_manage(["shell", "--no-imports", "-c", code], {"DEBUG": "1", "REDIS_URL": "redis://127.0.0.1:6379/3"}, tmp_path)
     assert with_redis.stdout.split() == ["redis://127.0.0.1:6379/3", "False",
                                          "channels_redis.pubsub.RedisPubSubChannelLayer",
-                                         "django.core.cache.backends.redis.RedisCache"], with_redis.stderr
+                                         "helpdesk.cache.RedisCache"], with_redis.stderr
 
 
 def test_database_url_defaults_to_sqlite_under_var(tmp_path):

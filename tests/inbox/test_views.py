@@ -345,6 +345,29 @@ def test_sla_timer_and_segment_shown_when_metrics_provide_them(client, personas,
     assert "Kim Lee" not in client.get("/?view=unassigned&segment=former").content.decode()
 
 
+def test_conversation_header_shows_the_sla_badge_on_load(client, personas, inbox_data):
+    import re
+
+    from metrics.models import SlaPolicy
+
+    login(client, personas.ana)
+    url = reverse("conversations:conversation", args=[inbox_data.conv.pk])
+    assert "data-sla-head" not in client.get(url).content.decode()  # no policy, no badge
+    fields = {f.name for f in SlaPolicy._meta.get_fields()}
+    data = {"priority": "normal", "active": True, "first_response_seconds": 60}
+    if "name" in fields:
+        data["name"] = "Normal"
+    policy = SlaPolicy.objects.create(**{k: v for k, v in data.items() if k in fields})
+    head = client.get(url).content.decode().split('<div class="conv-state">', 1)[1].split("</div>", 1)[0]
+    badge = re.search(r'<span class="sla breached" data-sla-head data-sla-due="[^"]+" data-sla-state="breached"'
+                      r'[^>]*>SLA breached</span>', head)
+    assert badge, head  # Kim wrote 30 minutes ago, target 1 minute
+    SlaPolicy.objects.filter(pk=policy.pk).update(first_response_seconds=24 * 3600)
+    head = client.get(url).content.decode().split('<div class="conv-state">', 1)[1].split("</div>", 1)[0]
+    assert 'class="sla"' in head or 'class="sla warning"' in head
+    assert "data-sla-head" in head and "SLA breached" not in head
+
+
 def test_shared_filterset_parameters(personas, inbox_data, rf):
     """The API imports this FilterSet: every documented parameter exists and works."""
     from conversations.filtersets import ConversationFilter

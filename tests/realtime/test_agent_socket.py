@@ -166,6 +166,47 @@ def test_availability_is_stored_used_by_assignment_and_restored(personas):
     run(scenario)
 
 
+def test_a_connection_storm_sends_batched_availability_frames(personas, monkeypatch):
+    """N agents connecting at once: not N frames to each of the N sockets, but
+    one batch per window, with every agent's stored status."""
+    from conversations import realtime
+    from helpdesk.models import User
+    from tests.factories import UserFactory
+
+    monkeypatch.setattr(realtime, "AVAILABILITY_BATCH_SECONDS", 2.0)
+    agents = [UserFactory(username=f"storm{i}", role="agent") for i in range(8)]
+    personas.billing.members.add(*agents)
+
+    async def scenario():
+        socks = [agent_socket(user) for user in agents]
+        for comm in socks:
+            await comm.connect()
+            await comm.receive_json_from()  # ready
+        first = socks[0]
+        frames = []
+        for _ in range(40):
+            frames += [f for f in await drain(first, timeout=0.5) if f["event"] == "agent.availability"]
+            seen = {a["agent"]: a["status"] for f in frames for a in f["agents"]}
+            if len(seen) == len(agents):
+                break
+        assert seen == {user.pk: "online" for user in agents}
+        # without batching this socket gets one frame per agent (8); the 8
+        # connections may straddle the end of one window, not of two
+        assert 1 <= len(frames) <= 2
+        await socks[1].send_json_to({"type": "availability", "status": "away"})
+        reply = await recv_until(socks[1], lambda f: f["event"] == "agent.availability" and "agent" in f)
+        assert reply["agent"] == agents[1].pk and reply["agents"] == [{"agent": agents[1].pk, "status": "away"}]
+        later = await recv_until(first, lambda f: f["event"] == "agent.availability"
+                                 and {"agent": agents[1].pk, "status": "away"} in f["agents"], timeout=5)
+        assert later["agents"] == [{"agent": agents[1].pk, "status": "away"}]
+        for comm in socks:
+            await comm.disconnect()
+        assert await database_sync_to_async(
+            lambda: set(User.objects.filter(pk__in=[u.pk for u in agents]).values_list("availability", flat=True)))() \
+            == {"offline"}
+    run(scenario)
+
+
 def test_assignment_only_picks_online_agents(personas, channels, inbound):
     from conversations.assignment import pick_agent
 
@@ -261,3 +302,31 @@ def test_sla_warning_reaches_the_team(personas, channels, inbound):
         await ana.disconnect()
         await bob.disconnect()
     run(scenario)
+
+
+def test_socket_frames_skip_the_session_save_check():
+    """helpdesk.asgi.SocketSessionWrapper: websocket frames go straight out
+    (the session is not even resolved for them); an HTTP response start still
+    takes channels' session-saving path."""
+    from channels.sessions import InstanceSessionWrapper
+    from django.utils.functional import LazyObject
+
+    from helpdesk.asgi import SocketSessionWrapper
+
+    sent = []
+
+    async def real_send(message):
+        sent.append(message)
+
+    async def scenario(wrapper_class, message):
+        wrapper = wrapper_class({"type": "websocket", "cookies": {}}, real_send)
+        assert isinstance(wrapper.scope["session"], LazyObject)  # unresolved: touching it raises
+        await wrapper.send(message)
+
+    frame = {"type": "websocket.send", "text": "{}"}
+    async_to_sync(scenario)(SocketSessionWrapper, frame)
+    assert sent == [frame]
+    with pytest.raises(NotImplementedError):  # channels' own wrapper looks at the session on every frame
+        async_to_sync(scenario)(InstanceSessionWrapper, frame)
+    with pytest.raises(NotImplementedError):  # and ours still does for an HTTP response start
+        async_to_sync(scenario)(SocketSessionWrapper, {"type": "http.response.start", "status": 200})

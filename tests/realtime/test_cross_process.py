@@ -85,3 +85,38 @@ def test_message_ingested_in_one_process_reaches_an_agent_on_another(personas, c
             with connect(ws_url, additional_headers=headers, origin="http://evil.example") as ws:
                 ws.recv(timeout=5)
     assert ready["user"]["id"] == personas.ana.pk
+
+
+def test_visitor_messages_ingested_in_worker_processes_reach_an_agent_on_another(personas, channels, client,
+                                                                                  tmp_path):
+    """CHAT_INGEST_PROCESSES: the widget's process hands the message to its own
+    worker process, which stores it (one transaction), publishes through Redis
+    and returns the visitor's frame."""
+    require(settings.IS_POSTGRES and bool(settings.REDIS_URL), "PostgreSQL and Redis (DATABASE_URL, REDIS_URL)")
+    from channels_app.models import InboundEnvelope
+    from conversations.models import Message
+
+    client.force_login(personas.ana)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    chat = channels.chat
+    env = _env()
+    with UvicornProcess({**env, "CHAT_INGEST_PROCESSES": "1"}, tmp_path / "a.log") as a, \
+            UvicornProcess(env, tmp_path / "b.log") as b:
+        with connect(b.base.replace("http", "ws") + "/ws/agent/", additional_headers={"Cookie": cookie},
+                     origin=b.base) as agent, \
+                connect(f"{a.base.replace('http', 'ws')}/ws/widget/{chat.uuid}/", origin=a.base) as widget:
+            _frames_until(agent, lambda f: f["event"] == "ready")
+            widget.send(json.dumps({"type": "hello", "token": None}))
+            welcome = _frames_until(widget, lambda f: f.get("type") == "welcome")
+            widget.send(json.dumps({"type": "message", "client_id": "w1", "text": "from a worker"}))
+            sent = _frames_until(widget, lambda f: f.get("type") in ("sent", "error"), timeout=60)
+            assert sent["type"] == "sent" and sent["message"]["text"] == "from a worker", sent
+            got = _frames_until(agent, lambda f: f.get("event") == "conversation.created")
+            assert got["message"]["text"] == "from a worker" and got["message"]["channel"] == "chat"
+            # the same client id again (a resend after a drop): no second message
+            widget.send(json.dumps({"type": "message", "client_id": "w1", "text": "from a worker"}))
+            again = _frames_until(widget, lambda f: f.get("type") == "sent")
+            assert again["message"]["id"] == sent["message"]["id"]
+    message = Message.objects.get()
+    assert message.envelope.status == "processed" and message.meta["visitor"] == welcome["visitor"]
+    assert InboundEnvelope.objects.filter(channel=chat).count() == 2

@@ -35,10 +35,10 @@ def chat(channels):
 
 
 async def hello(comm, token=None):
-    connected, code = await comm.connect()
+    connected, code = await comm.connect(timeout=10)
     assert connected, code
     await comm.send_json_to({"type": "hello", "token": token})
-    return await recv_until(comm, lambda f: f["type"] == "welcome")
+    return await recv_until(comm, lambda f: f["type"] == "welcome", timeout=10)
 
 
 def test_origin_is_checked_on_the_handshake(chat):
@@ -115,7 +115,16 @@ def test_reload_continues_the_conversation_with_history(personas, chat):
     assert Conversation.objects.get().message_count == 2
 
 
-def test_flooding_visitor_is_throttled_not_the_server(personas, chat):
+def test_flooding_visitor_is_throttled_not_the_server(personas, chat, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from channels_app.adapters.chat import consumers
+
+    # the limit counts per fixed 10 s window: on a loaded machine the 12 messages
+    # could straddle two windows, so the throttle's clock stands still here
+    monkeypatch.setattr(consumers, "time", SimpleNamespace(time=lambda: 1_700_000_003.0, monotonic=time.monotonic))
+
     async def scenario():
         flood = widget_socket(chat)
         await hello(flood)
@@ -123,7 +132,7 @@ def test_flooding_visitor_is_throttled_not_the_server(personas, chat):
             await flood.send_json_to({"type": "message", "client_id": f"f{i}", "text": f"spam {i}"})
         frames = []
         while len(frames) < 12:  # (the visitor's own copies of its messages, for other tabs, are skipped)
-            frame = await flood.receive_json_from()
+            frame = await flood.receive_json_from(timeout=15)
             if frame["type"] in ("sent", "error"):
                 frames.append(frame)
         codes = [f.get("code") for f in frames if f["type"] == "error"]
@@ -131,13 +140,13 @@ def test_flooding_visitor_is_throttled_not_the_server(personas, chat):
         # too long and too large frames are refused without storing anything
         await flood.send_json_to({"type": "message", "client_id": "big", "text": "x" * 6000})
         await flood.send_to(text_data="y" * 70000)
-        errors = [await recv_until(flood, lambda f: f["type"] == "error") for _ in range(2)]
+        errors = [await recv_until(flood, lambda f: f["type"] == "error", timeout=15) for _ in range(2)]
         assert {e["code"] for e in errors} == {"too_long", "too_large"}
         # meanwhile another visitor is served normally
         calm = widget_socket(chat)
         await hello(calm)
         await calm.send_json_to({"type": "message", "client_id": "ok", "text": "hello"})
-        assert (await recv_until(calm, lambda f: f["type"] in ("sent", "error")))["type"] == "sent"
+        assert (await recv_until(calm, lambda f: f["type"] in ("sent", "error"), timeout=15))["type"] == "sent"
         await calm.disconnect()
         await flood.disconnect()
     run(scenario)
@@ -365,3 +374,49 @@ def test_widget_switches_to_online_when_an_agent_of_the_team_comes(personas, cha
         for comm in (ana, bob, visitor):
             await comm.disconnect()
     run(scenario)
+
+
+def test_visitor_message_is_one_transaction_and_a_failure_is_kept_for_replay(personas, chat, monkeypatch):
+    from django.db import connection
+
+    from channels_app.adapters.chat.inbound import ingest_visitor_message
+    from channels_app.services import envelope_replay
+
+    writes, commits = [], []
+
+    def record(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE", "WITH")):
+            writes.append((sql, connection.in_atomic_block, len(commits)))
+        return execute(sql, params, many, context)
+
+    real_commit = connection.commit
+    monkeypatch.setattr(connection, "commit", lambda: (commits.append(1), real_commit())[1])
+    with connection.execute_wrapper(record):
+        message = ingest_visitor_message(chat, {"visitor": "v-one", "client_id": "c1", "text": "hi"})
+    # the envelope (stored, then marked processed) and the message: written in
+    # the first transaction (what commits later is after-commit work: metrics, automation)
+    envelope_writes = [w for w in writes if "inboundenvelope" in w[0]]
+    message_writes = [w for w in writes if '"conversations_message"' in w[0]]
+    assert len(envelope_writes) == 2 and message_writes
+    assert all(in_atomic and committed == 0 for _sql, in_atomic, committed in envelope_writes + message_writes)
+    envelope = message.envelope
+    assert envelope.status == "processed" and envelope.message_ids == [message.pk] and envelope.attempts == 1
+
+    def broken(msg):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(services, "ingest", broken)
+    with pytest.raises(RuntimeError):
+        ingest_visitor_message(chat, {"visitor": "v-two", "client_id": "c1", "text": "kept"})
+    failed = InboundEnvelope.objects.get(status="failed")
+    assert "database hiccup" in failed.error and failed.attempts == 1 and b"kept" in bytes(failed.body)
+    assert Message.objects.count() == 1
+    monkeypatch.undo()
+    assert envelope_replay(failed)
+    failed.refresh_from_db()
+    replayed = Message.objects.get(envelope=failed)
+    assert failed.status == "processed" and failed.message_ids == [replayed.pk] and replayed.body_text == "kept"
+    # a message the adapter refuses is kept too, with the parse error
+    with pytest.raises(ValueError):
+        ingest_visitor_message(chat, {"visitor": "v-three", "client_id": "c2", "text": "   "})
+    assert InboundEnvelope.objects.filter(status="failed", error__startswith="ParseError").count() == 1

@@ -27,6 +27,7 @@ are size limited and rate limited through the cache (a flooding visitor gets
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -36,7 +37,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.cache import cache
 from django.utils.translation import override
 
-from . import i18n, live, tokens
+from . import i18n, ingest_pool, live, tokens
 from . import config as chat_settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,34 @@ def throttle_hit(key: str, limit: int, window: int) -> tuple[bool, int]:
     return count > limit, window - (now % window)
 
 
+def throttle_and_ingest(channel, visitor: str, origin: str, ip: str, body: dict
+                        ) -> tuple[tuple[bool, int], dict | None, int | None]:
+    """A visitor's message: the rate limit, then store and ingest it (sync code;
+    in a thread or in an ingest_pool worker). Returns (throttle hit, the frame
+    for the visitor or None when throttled, the conversation id)."""
+    from customers.models import Identity
+
+    from .inbound import ingest_visitor_message, visitor_email
+
+    hit = throttle_hit(f"msg:{visitor}", chat_settings.rate_limit(channel), 10)
+    if hit[0]:
+        return hit, None, None
+    if body.get("email") and Identity.objects.filter(kind="chat", value=visitor).exists():
+        # a known visitor: link the address through the core instead of
+        # letting this message thread into another customer's conversation
+        visitor_email(channel, visitor, body.pop("email"), body.get("name", ""))
+    try:
+        message = ingest_visitor_message(channel, body, headers={"origin": origin},
+                                         remote_addr=ip if ip != "unknown" else None)
+    except ValueError as exc:
+        return hit, {"type": "error", "code": "rejected", "detail": str(exc)[:200],
+                     "client_id": body["client_id"]}, None
+    payload = live.message_payload(message, visitor)
+    # the visitor's other tabs show it too
+    live.push([visitor], {"type": "message", "message": payload})
+    return hit, {"type": "sent", "client_id": body["client_id"], "message": payload}, message.conversation_id
+
+
 class WidgetConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.visitor = None
@@ -86,6 +115,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         self.ip = client[0] or "unknown"
         self.strikes = 0
         self.last_typing = 0.0
+        ingest_pool.pool()  # started with the first widget, not on its first message
         await self.accept()
 
     def _load_channel(self):
@@ -216,37 +246,24 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         for key in ("name", "email"):
             if isinstance(content.get(key), str) and content[key].strip():
                 body[key] = content[key].strip()[:320]
-        # not thread-sensitive: visitors' messages are ingested in parallel
-        # threads instead of queueing behind every other socket's DB work;
-        # the rate limit is taken in the same thread hop
-        hit, result = await database_sync_to_async(self._throttle_and_ingest, thread_sensitive=False)(body)
+        args = (self.channel, self.visitor, self.origin, self.ip, body)
+        workers = ingest_pool.pool()
+        if workers is not None:
+            # in a worker process: the ORM work does not hold this event loop's GIL
+            loop = asyncio.get_running_loop()
+            hit, result, conversation_id = await loop.run_in_executor(
+                workers, ingest_pool.run, throttle_and_ingest, *args)
+        else:
+            # not thread-sensitive: visitors' messages are ingested in parallel
+            # threads instead of queueing behind every other socket's DB work;
+            # the rate limit is taken in the same thread hop
+            hit, result, conversation_id = await database_sync_to_async(
+                throttle_and_ingest, thread_sensitive=False)(*args)
+        if conversation_id:
+            self.conversation_id = conversation_id
         if await self._throttled(hit):
             return
         await self.send_json(result)
-
-    def _throttle_and_ingest(self, body: dict) -> tuple[tuple[bool, int], dict | None]:
-        hit = self._throttle_hit()
-        return hit, (None if hit[0] else self._ingest(body))
-
-    def _ingest(self, body: dict) -> dict:
-        from customers.models import Identity
-
-        from .inbound import ingest_visitor_message, visitor_email
-
-        if body.get("email") and Identity.objects.filter(kind="chat", value=self.visitor).exists():
-            # a known visitor: link the address through the core instead of
-            # letting this message thread into another customer's conversation
-            visitor_email(self.channel, self.visitor, body.pop("email"), body.get("name", ""))
-        try:
-            message = ingest_visitor_message(self.channel, body, headers={"origin": self.origin},
-                                             remote_addr=self.ip if self.ip != "unknown" else None)
-        except ValueError as exc:
-            return {"type": "error", "code": "rejected", "detail": str(exc)[:200], "client_id": body["client_id"]}
-        self.conversation_id = message.conversation_id
-        payload = live.message_payload(message, self.visitor)
-        # the visitor's other tabs show it too
-        live.push([self.visitor], {"type": "message", "message": payload})
-        return {"type": "sent", "client_id": body["client_id"], "message": payload}
 
     async def on_typing(self, content):
         now = time.monotonic()

@@ -1,12 +1,13 @@
-"""Visitor messages into the core: stored as an envelope first, then parsed
-by the adapter and ingested (channels_app.services), so nothing is lost."""
+"""Visitor messages into the core: stored as an envelope and, in the same
+transaction, parsed by the adapter and ingested (channels_app.services); a
+message that fails is kept as a failed envelope, so nothing is lost."""
 from __future__ import annotations
 
 import json
 
 from django.db import transaction
 
-from channels_app.services import envelope_process, envelope_store
+from channels_app.services import envelope_store_and_process
 from customers.models import Identity
 from customers.services import InvalidIdentity, customer_resolve, identity_add, normalize_identity
 
@@ -17,9 +18,8 @@ def ingest_visitor_message(channel, body: dict, *, headers: dict | None = None, 
                            source: str = "widget"):
     """Store and ingest one visitor message. Returns the stored Message.
     Raises ValueError (ParseError, InvalidInbound) for a message we refuse."""
-    envelope = envelope_store(channel=channel, kind="chat", body=json.dumps(body).encode(), headers=headers or {},
-                              source=source, remote_addr=remote_addr)
-    result = envelope_process(envelope)
+    _envelope, result = envelope_store_and_process(channel=channel, kind="chat", body=json.dumps(body).encode(),
+                                                   headers=headers or {}, source=source, remote_addr=remote_addr)
     return result.messages[0].meta["_result"].message
 
 

@@ -31,9 +31,10 @@ def push(visitor_ids, payload: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    from conversations import realtime
+
     try:
-        for vid in visitor_ids:
-            async_to_sync(layer.group_send)(visitor_group(vid), {"type": "visitor.event", "payload": payload})
+        realtime.group_send([visitor_group(vid) for vid in visitor_ids], {"type": "visitor.event", "payload": payload})
     except Exception:  # best effort: the message is stored, the widget reloads history
         log.exception("push to chat visitors failed")
 

@@ -1,0 +1,52 @@
+"""Django's RedisCache, keeping its Redis clients.
+
+django.core.cache.backends.redis builds a redis.Redis object for every cache
+operation (RedisCacheClient.get_client), and the cache handler gives every
+thread and async context its own RedisCache, each with its own connection
+pools. Here one client per (servers, options) and pool serves the whole
+process: redis-py clients are thread-safe and take a connection from the pool
+for each command (the pool notices a fork and starts afresh).
+"""
+from __future__ import annotations
+
+import threading
+
+from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
+from django.core.cache.backends.redis import RedisCacheClient
+
+_shared: dict = {}
+_lock = threading.Lock()
+
+
+class KeptRedisCacheClient(RedisCacheClient):
+    def __init__(self, servers, **options):
+        super().__init__(servers, **options)
+        self._clients = {}
+
+    def get_client(self, key=None, *, write=False):
+        index = self._get_connection_pool_index(write)
+        client = self._clients.get(index)
+        if client is None:
+            with _lock:
+                client = self._clients.get(index)
+                if client is None:
+                    pool = self._get_connection_pool(write)
+                    client = self._clients[index] = self._client(connection_pool=pool)
+        return client
+
+
+class RedisCache(DjangoRedisCache):
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        self._class = KeptRedisCacheClient
+
+    @property
+    def _cache(self):
+        key = (tuple(self._servers), repr(sorted(self._options.items())))
+        client = _shared.get(key)
+        if client is None:
+            with _lock:
+                client = _shared.get(key)
+                if client is None:
+                    client = _shared[key] = self._class(self._servers, **self._options)
+        return client
