@@ -184,6 +184,9 @@ def customer_merge(*, survivor: Customer, merged: Customer, actor=None, reason: 
         "identities": Identity.objects.filter(customer=merged).update(customer=survivor),
         "orders": Order.objects.filter(customer=merged).update(customer=survivor),
     }
+    from metrics import customer_links  # the survivor's CLTV/retention links see the moved orders
+
+    customer_links.refresh([survivor.pk])
     conversation_ids = list(Conversation.objects.filter(customer=merged).values_list("pk", flat=True))
     moved["conversations"] = Conversation.objects.filter(pk__in=conversation_ids).update(customer=survivor)
     try:

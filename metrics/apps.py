@@ -7,6 +7,7 @@ class MetricsConfig(AppConfig):
     verbose_name = _("Metrics")
 
     def ready(self):
-        from . import resultcache
+        from . import customer_links, resultcache
 
         resultcache.connect_signals()
+        customer_links.connect_signals()

@@ -46,7 +46,7 @@ from customers import services as cust_services
 from customers.models import Customer, Identity, Order
 from helpdesk.models import User
 
-from . import engine, resultcache, surveys
+from . import customer_links, engine, resultcache, surveys
 from .models import SurveyInvitation, SurveyKind
 
 log = logging.getLogger(__name__)
@@ -1230,6 +1230,7 @@ def run(stream, *, jsonl: bool | None = None, progress=None, fold: str = "auto",
     if isinstance(stream, (bytes, bytearray)):
         stream = io.BufferedReader(io.BytesIO(stream))
     result = ImportResult()
+    started = timezone.now()
     cache = _Cache()
     importer = BulkImporter(cache, result, use_copy=use_copy) if bulk else None
     before = _conversation_estimate() if fold == "auto" else 0
@@ -1272,9 +1273,14 @@ def run(stream, *, jsonl: bool | None = None, progress=None, fold: str = "auto",
             if pool is not None:
                 pool.close()
         if fold == "end" or (fold == "auto" and imported and imported * 2 >= before):
-            engine.recompute_all()
-        elif imported and fold != "none":
-            engine.flush()
+            engine.recompute_all()  # customer links included
+        else:
+            if imported and fold != "none":
+                engine.flush()
+            if bulk and result.created["order"]:
+                # orders written with COPY / bulk_create send no signals: their customers' links
+                customer_links.refresh(Order.objects.filter(created_at__gte=started)
+                                       .values_list("customer_id", flat=True).distinct())
         if any(result.created.values()):
             resultcache.bump()  # orders and surveys written with COPY / bulk_create send no signals
     result.errors = [e for _seq, e in sorted(errors, key=lambda x: x[0])]

@@ -174,6 +174,27 @@ class ConversationFact(models.Model):
     reopens = models.JSONField(default=list)  # [[at, agent, team]]
     contrib = models.JSONField(default=dict)
     computed_at = models.DateTimeField(default=timezone.now)
+    # customer links (metrics.customer_links): where this resolution stands among its customer's
+    # resolutions of the same dimension value, so CLTV and retention of a period count distinct
+    # customers row by row (null while not resolved). next order after the resolution, its
+    # retention verdict (RETENTION_WINDOW as MetricsState records), and per dimension (all,
+    # channel, agent, team) the day of the previous and next resolution and of the latest
+    # earlier retained one.
+    cv_next_order_at = models.DateTimeField(null=True)
+    cv_retained = models.BooleanField(null=True)
+    cv_ltv_cents = models.BigIntegerField(null=True)  # the customer's orders up to the end of resolved_day
+    cv_prev_all = models.DateField(null=True)
+    cv_next_all = models.DateField(null=True)
+    cv_retb_all = models.DateField(null=True)
+    cv_prev_channel = models.DateField(null=True)
+    cv_next_channel = models.DateField(null=True)
+    cv_retb_channel = models.DateField(null=True)
+    cv_prev_agent = models.DateField(null=True)
+    cv_next_agent = models.DateField(null=True)
+    cv_retb_agent = models.DateField(null=True)
+    cv_prev_team = models.DateField(null=True)
+    cv_next_team = models.DateField(null=True)
+    cv_retb_team = models.DateField(null=True)
 
     class Meta:
         indexes = [
@@ -194,6 +215,12 @@ class ConversationFact(models.Model):
             models.Index(fields=["resolved_day"], include=["resolution_seconds", "resolution_bh_seconds",
                                                            "origin_kind", "resolution_agent_id", "resolution_team_id",
                                                            "customer_id", "resolved_at"], name="fact_resolved_cover"),
+            # covering (PostgreSQL): CLTV and retention of a period from the customer links
+            models.Index(fields=["resolved_day"], include=[
+                "customer_id", "resolved_at", "origin_kind", "resolution_agent_id", "resolution_team_id",
+                "cv_next_order_at", "cv_retained", "cv_ltv_cents", "cv_prev_all", "cv_next_all", "cv_retb_all", "cv_prev_channel", "cv_next_channel",
+                "cv_retb_channel", "cv_prev_agent", "cv_next_agent", "cv_retb_agent", "cv_prev_team",
+                "cv_next_team", "cv_retb_team"], name="fact_customer_links"),
         ]
 
 
@@ -301,3 +328,11 @@ class ImportJob(models.Model):
     status_code = models.PositiveSmallIntegerField(default=200)
     result = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now)
+
+
+class MetricsState(models.Model):
+    """Small facts about the derived tables, e.g. "customer_links": the RETENTION_WINDOW the
+    customer links were computed with (metrics.customer_links)."""
+
+    key = models.CharField(max_length=40, primary_key=True)
+    value = models.JSONField(default=dict)

@@ -78,8 +78,90 @@ def groups(sel) -> dict:
     """{group key: {"customers", "ltv_sum", "retained", "pending", "lost"}}: on PostgreSQL one
     statement (`_groups_sql`), elsewhere folded from `rows` (the test compares the two)."""
     if connection.vendor == "postgresql":
-        return sel.memo("customer_groups", lambda: _groups_sql(sel))
+        def read():
+            from .. import customer_links
+
+            dim = links_dim(sel)
+            if dim is not None and customer_links.usable():
+                return _groups_links(sel, dim)
+            return _groups_sql(sel)
+
+        return sel.memo("customer_groups", read)
     return sel.memo("customer_groups", lambda: _groups_fold(sel))
+
+
+def links_dim(sel) -> str | None:
+    """The dimension whose customer links answer the selection (metrics.customer_links): "all"
+    without filters, else the one filtered or grouped on; None when it filters or groups on two."""
+    filtered = [d for d, v in (("channel", sel.channel), ("agent", sel.agent_id), ("team", sel.team_id)) if v]
+    grouped = [sel.group_by] if sel.group_by in ("channel", "agent", "team") else []
+    dims = set(filtered) | set(grouped)
+    if len(filtered) > 1 or len(dims) > 1:
+        return None
+    return dims.pop() if dims else "all"
+
+
+def _groups_links(sel, dim: str) -> dict:
+    """`groups` from the customer links, in one pass over the period's facts (index-only) plus a
+    hash join of the orders on each customer's last fact of the period (metrics.customer_links)."""
+    from customers.models import Order
+
+    window = timedelta(seconds=settings.RETENTION_WINDOW)
+    g = sel.group_by
+    if g is None:
+        gexpr, gs, ge = "0", "%(s)s", "%(e)s"
+    elif g == "day":
+        gexpr, gs, ge = "resolved_day", "resolved_day", "resolved_day"
+    elif g == "week":
+        gexpr = "date_trunc('week', resolved_day)::date"
+        gs, ge = f"greatest({gexpr}, %(s)s)", f"least({gexpr} + 6, %(e)s)"
+    elif g == "month":
+        gexpr = "date_trunc('month', resolved_day)::date"
+        gs, ge = f"greatest({gexpr}, %(s)s)", f"least(({gexpr} + interval '1 month' - interval '1 day')::date, %(e)s)"
+    else:
+        gexpr, gs, ge = DIMS[g], "%(s)s", "%(e)s"
+    where = ["resolved_day >= %(s)s", "resolved_day <= %(e)s", "customer_id IS NOT NULL"]
+    params = {"s": sel.start, "e": sel.end, "end_at": sel.end_at, "open_after": timezone.now() - window}
+    for name, value in (("channel", sel.channel), ("agent", sel.agent_id), ("team", sel.team_id)):
+        if value:
+            where.append(f"{DIMS[name]} = %({name})s")
+            params[name] = value
+    facts, orders = ConversationFact._meta.db_table, Order._meta.db_table
+    params.update(start_at=sel.start_at, tz=settings.TIME_ZONE)
+    sql = f"""
+        WITH f AS (
+            SELECT {gexpr} AS g, {gs} AS gs, {ge} AS ge, customer_id, resolved_day, resolved_at,
+                   cv_retained AS ret, cv_ltv_cents AS ltv, cv_prev_{dim} AS prev, cv_next_{dim} AS nxt,
+                   cv_retb_{dim} AS retb
+            FROM {facts} WHERE {' AND '.join(where)}),
+        c AS (
+            SELECT g,
+                   count(*) FILTER (WHERE prev IS NULL OR prev < gs) AS customers,
+                   count(*) FILTER (WHERE ret AND (retb IS NULL OR retb < gs)) AS retained,
+                   count(*) FILTER (WHERE (nxt IS NULL OR nxt > ge) AND NOT ret AND (retb IS NULL OR retb < gs)
+                                    AND resolved_at > %(open_after)s) AS pending,
+                   sum(ltv) FILTER (WHERE nxt IS NULL OR nxt > ge) AS ltv
+            FROM f GROUP BY g),
+        l AS (  -- orders after the day of a customer's last fact of the period, up to its end (exact cents)
+            SELECT f.g, sum((o.amount * 100)::bigint) AS s
+            FROM (SELECT {gexpr} AS g, {ge} AS ge, customer_id, resolved_day, cv_next_{dim} AS nxt
+                  FROM {facts} WHERE {' AND '.join(where)} AND cv_next_order_at < %(end_at)s) f
+            JOIN {orders} o ON o.customer_id = f.customer_id
+                            AND o.placed_at >= (f.resolved_day + 1)::timestamp AT TIME ZONE %(tz)s
+            WHERE (f.nxt IS NULL OR f.nxt > f.ge) AND o.placed_at >= %(start_at)s AND o.placed_at < %(end_at)s
+            GROUP BY f.g)
+        SELECT c.g, c.customers, coalesce(c.ltv, 0) + coalesce(l.s, 0), c.retained, c.pending
+        FROM c LEFT JOIN l ON l.g IS NOT DISTINCT FROM c.g"""
+    out: dict = {}
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        for g_value, customers, ltv, retained, pending in cur.fetchall():
+            if not customers:
+                continue
+            out[_group_key(sel, g_value)] = {"customers": customers, "ltv_sum": Decimal(ltv) / 100,
+                                             "retained": retained, "pending": pending,
+                                             "lost": customers - retained - pending}
+    return out
 
 
 def _groups_fold(sel) -> dict:

@@ -1,0 +1,236 @@
+"""Customer links: what CLTV and post-service retention need of each resolution, stored on its
+ConversationFact so a period's figures are one pass over the period's facts, with no
+per-customer aggregation (KPI.md; metrics.kpis.customer_base reads them).
+
+For each resolved fact of a customer, in the order (resolved_day, resolved_at, conversation_id)
+of that customer's resolved facts:
+
+* `cv_next_order_at`: the customer's first order placed after the resolution;
+* `cv_retained`: that order lies within RETENTION_WINDOW after the resolution;
+* `cv_ltv_cents`: the customer's lifetime value (orders placed) up to the end of the
+  resolution's local day, in cents;
+* per dimension D (all; channel = origin_kind; agent = resolution_agent_id; team =
+  resolution_team_id), among the customer's facts with the same value of D:
+  `cv_prev_D` / `cv_next_D`, the day of the previous / next such fact, and `cv_retb_D`, the day
+  of the latest earlier such fact that is retained.
+
+Then, for a period [s, e] and the group of a dimension value, with each fact in the period:
+
+* the customer is counted once, on its first fact of the period: `prev < s` (or none);
+* retained once, on its first retained fact of the period: retained and `retb < s`;
+* its last fact of the period (`next > e` or none) carries the rest: pending when that fact is
+  not retained, no earlier one of the period is (`retb < s`) and its window is still open; the
+  lifetime value up to the end of the period is its `cv_ltv_cents` plus the customer's orders
+  placed between the end of its day and the end of the period (a join with the period's orders).
+
+The links of a customer are a pure function of the customer's facts and orders: `refresh`
+recomputes them for some customers (the engine after a fold, order writes, merges, imports),
+`rebuild` for everyone (the full recompute; on PostgreSQL one statement of window functions,
+which a test compares with the Python fold). They depend on RETENTION_WINDOW: MetricsState
+"customer_links" records the window they were computed with, and reads use them only while
+the setting still says the same (`usable`); after a change, `manage.py recompute_metrics`.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import connection
+
+STATE_KEY = "customer_links"
+DIMS = {"all": None, "channel": "origin_kind", "agent": "resolution_agent_id", "team": "resolution_team_id"}
+FIELDS = ["cv_next_order_at", "cv_retained", "cv_ltv_cents",
+          *(f"cv_{w}_{d}" for d in DIMS for w in ("prev", "next", "retb"))]
+
+
+def _state():
+    from .models import MetricsState
+
+    return MetricsState.objects.filter(key=STATE_KEY).values_list("value", flat=True).first()
+
+
+def window_seconds() -> int | None:
+    """The RETENTION_WINDOW the stored links were computed with (None: not computed)."""
+    state = _state()
+    return None if not state else int(state["window"])
+
+
+def usable() -> bool:
+    return window_seconds() == int(settings.RETENTION_WINDOW)
+
+
+def _set_state(window: int) -> None:
+    from .models import MetricsState
+
+    MetricsState.objects.update_or_create(key=STATE_KEY, defaults={"value": {"window": int(window)}})
+
+
+def _end_of_day(day):
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=ZoneInfo(settings.TIME_ZONE))
+
+
+def compute(facts: list[dict], orders: list, window: timedelta) -> dict:
+    """{conversation_id: {field: value}} for the facts of ONE customer (dicts with conversation_id,
+    resolved_day, resolved_at and the dimension fields) and its orders as (placed_at, amount)."""
+    orders = sorted((at, int(round(Decimal(amount) * 100))) for at, amount in orders)
+    placed = [at for at, _c in orders]
+    cumulative = [0]
+    for _at, cents in orders:
+        cumulative.append(cumulative[-1] + cents)
+    out = {}
+    resolved = sorted((f for f in facts if f["resolved_day"] is not None and f["resolved_at"] is not None),
+                      key=lambda f: (f["resolved_day"], f["resolved_at"], f["conversation_id"]))
+    for f in facts:
+        out[f["conversation_id"]] = dict.fromkeys(FIELDS)
+    for f in resolved:
+        i = bisect_right(placed, f["resolved_at"])
+        nxt = placed[i] if i < len(placed) else None
+        row = out[f["conversation_id"]]
+        row["cv_next_order_at"] = nxt
+        row["cv_retained"] = nxt is not None and nxt <= f["resolved_at"] + window
+        row["cv_ltv_cents"] = cumulative[bisect_left(placed, _end_of_day(f["resolved_day"]))]
+    for dim, field in DIMS.items():
+        chains: dict = defaultdict(list)
+        for f in resolved:
+            chains[None if field is None else f[field]].append(f)
+        for chain in chains.values():
+            last_retained = None
+            for j, f in enumerate(chain):
+                row = out[f["conversation_id"]]
+                row[f"cv_prev_{dim}"] = chain[j - 1]["resolved_day"] if j else None
+                row[f"cv_next_{dim}"] = chain[j + 1]["resolved_day"] if j + 1 < len(chain) else None
+                row[f"cv_retb_{dim}"] = last_retained
+                if row["cv_retained"]:
+                    last_retained = f["resolved_day"]
+    return out
+
+
+_READ = ["conversation_id", "customer_id", "resolved_day", "resolved_at", "origin_kind", "resolution_agent_id",
+         "resolution_team_id", *FIELDS]
+
+
+def refresh(customer_ids, window: int | None = None) -> int:
+    """Recompute the links of these customers' facts; writes only the rows that change. Does
+    nothing while the links are not computed (no MetricsState: a recompute is due). Returns the
+    number of rows written."""
+    from customers.models import Order
+
+    from .models import ConversationFact
+
+    ids = sorted({int(c) for c in customer_ids if c is not None})
+    if not ids:
+        return 0
+    if window is None:
+        window = window_seconds()
+        if window is None:
+            return 0
+    delta = timedelta(seconds=window)
+    written = 0
+    for start in range(0, len(ids), 2000):
+        chunk = ids[start:start + 2000]
+        facts: dict = defaultdict(list)
+        for f in ConversationFact.objects.filter(customer_id__in=chunk).values(*_READ):
+            facts[f["customer_id"]].append(f)
+        orders: dict = defaultdict(list)
+        for cust, at, amount in Order.objects.filter(customer_id__in=chunk).values_list("customer_id", "placed_at",
+                                                                                      "amount"):
+            orders[cust].append((at, amount))
+        changed = []
+        for cust, rows in facts.items():
+            new = compute(rows, orders.get(cust, ()), delta)
+            for f in rows:
+                values = new[f["conversation_id"]]
+                if any(f[k] != v for k, v in values.items()):
+                    changed.append(ConversationFact(conversation_id=f["conversation_id"], **values))
+        if changed:
+            ConversationFact.objects.bulk_update(changed, FIELDS, batch_size=1000)
+            written += len(changed)
+    return written
+
+
+def rebuild() -> None:
+    """The links of every fact, computed with the current RETENTION_WINDOW (call in the full
+    recompute's transaction)."""
+    from .models import ConversationFact
+
+    window = int(settings.RETENTION_WINDOW)
+    if connection.vendor == "postgresql":
+        _rebuild_sql(window)
+    else:
+        ConversationFact.objects.exclude(customer_id__isnull=False).update(**dict.fromkeys(FIELDS))
+        customers = ConversationFact.objects.filter(customer_id__isnull=False).values_list(
+            "customer_id", flat=True).distinct()
+        refresh(list(customers), window=window)
+    _set_state(window)
+
+
+def _rebuild_sql(window: int) -> None:
+    from customers.models import Order
+
+    from .models import ConversationFact
+
+    facts, orders = ConversationFact._meta.db_table, Order._meta.db_table
+    order = "ORDER BY resolved_day, resolved_at, conversation_id"
+    parts = {"all": "customer_id", "channel": "customer_id, origin_kind", "agent": "customer_id, resolution_agent_id",
+             "team": "customer_id, resolution_team_id"}
+    cols, windows = [], []
+    for dim, by in parts.items():
+        windows.append(f"w_{dim} AS (PARTITION BY {by} {order})")
+        cols += [f"lag(resolved_day) OVER w_{dim} AS cv_prev_{dim}",
+                 f"lead(resolved_day) OVER w_{dim} AS cv_next_{dim}",
+                 f"max(CASE WHEN ret THEN resolved_day END) OVER (w_{dim} ROWS BETWEEN UNBOUNDED PRECEDING "
+                 f"AND 1 PRECEDING) AS cv_retb_{dim}"]
+    sets = ", ".join(f"{f} = l.{f}" for f in FIELDS)
+    with connection.cursor() as cur:
+        # facts that are not resolved (or have no customer) carry no links
+        cur.execute(f"UPDATE {facts} SET {', '.join(f'{f} = NULL' for f in FIELDS)} "
+                    f"WHERE (customer_id IS NULL OR resolved_day IS NULL OR resolved_at IS NULL) "
+                    f"AND (cv_retained IS NOT NULL OR cv_next_order_at IS NOT NULL)")
+        cur.execute(f"""
+            WITH r AS (
+                SELECT f.conversation_id, f.customer_id, f.resolved_day, f.resolved_at, f.origin_kind,
+                       f.resolution_agent_id, f.resolution_team_id, n.at AS cv_next_order_at,
+                       coalesce(n.at <= f.resolved_at + %s * interval '1 second', false) AS ret,
+                       coalesce(v.cents, 0) AS cv_ltv_cents
+                FROM {facts} f
+                LEFT JOIN LATERAL (SELECT min(o.placed_at) AS at FROM {orders} o
+                                   WHERE o.customer_id = f.customer_id AND o.placed_at > f.resolved_at) n ON true
+                LEFT JOIN LATERAL (SELECT sum((o.amount * 100)::bigint) AS cents FROM {orders} o
+                                   WHERE o.customer_id = f.customer_id
+                                     AND o.placed_at < (f.resolved_day + 1)::timestamp AT TIME ZONE %s) v ON true
+                WHERE f.customer_id IS NOT NULL AND f.resolved_day IS NOT NULL AND f.resolved_at IS NOT NULL),
+            l AS (
+                SELECT conversation_id, cv_next_order_at, ret AS cv_retained, cv_ltv_cents, {', '.join(cols)}
+                FROM r WINDOW {', '.join(windows)})
+            UPDATE {facts} t SET {sets} FROM l WHERE t.conversation_id = l.conversation_id""",
+                    [window, settings.TIME_ZONE])
+
+
+def snapshot() -> dict:
+    """{conversation_id: (links...)} of every fact (tests: incremental == rebuild)."""
+    from .models import ConversationFact
+
+    return {r[0]: r[1:] for r in ConversationFact.objects.values_list("conversation_id", *FIELDS)}
+
+
+def connect_signals() -> None:
+    """An order written through the ORM refreshes its customer's links in the same transaction
+    (and the previous customer's when an update moves it)."""
+    from django.db.models.signals import post_delete, post_save, pre_save
+
+    from customers.models import Order
+
+    def _before(instance, **_kwargs):
+        instance._cv_old_customer = (Order.objects.filter(pk=instance.pk).values_list("customer_id", flat=True).first()
+                                     if instance.pk else None)
+
+    def _after(instance, **_kwargs):
+        refresh({instance.customer_id, getattr(instance, "_cv_old_customer", None)})
+
+    pre_save.connect(_before, sender=Order, weak=False, dispatch_uid="metrics-links-order-pre")
+    post_save.connect(_after, sender=Order, weak=False, dispatch_uid="metrics-links-order")
+    post_delete.connect(_after, sender=Order, weak=False, dispatch_uid="metrics-links-order-del")
