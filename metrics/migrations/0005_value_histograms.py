@@ -4,11 +4,8 @@ from django.db import migrations, models
 
 
 def count_existing_facts(apps, schema_editor):
-    """Installations with facts: count their values once (the same code as a full recompute)."""
-    from metrics import histograms
-
-    if apps.get_model("metrics", "ConversationFact").objects.exists():
-        histograms.rebuild()
+    """Installations with facts have their values counted by 0007_finer_histogram_buckets (with
+    the thresholds of today's code, once the table that records them exists)."""
 
 
 class Migration(migrations.Migration):

@@ -145,3 +145,28 @@ def test_median_only_when_p90_is_skipped(group_by, filters):
     only = medians(ConversationFact.objects.all(), replace(sel, skip=frozenset({"p90"}), _cache={}),
                    first_response_time.DIMS, "frt_seconds")
     assert full["frt_seconds"] and only == {"frt_seconds": {k: (p[0], None) for k, p in full["frt_seconds"].items()}}
+
+
+def test_counts_of_other_thresholds_are_never_read():
+    """A stored fingerprint of other THRESHOLDS (an upgrade that changed them, before its recount):
+    reads compute from all values, the engine's deltas are not added to the old counts, and a
+    rebuild recounts and records the current thresholds."""
+    from metrics.models import MetricsState, ValueHistogram
+
+    facts = _seed(random.Random(5))
+    histograms.rebuild()
+    assert MetricsState.objects.get(key="histograms").value == {"thresholds": histograms.FINGERPRINT}
+    sel = Selection(DAY0, DAY0 + timedelta(days=30), "agent")
+    assert histograms.percentiles(sel, ["frt"]) is not None
+    MetricsState.objects.filter(key="histograms").update(value={"thresholds": "older"})
+    assert not histograms.current()
+    assert histograms.percentiles(sel, ["frt"]) is None
+    assert histograms.bucket_counts(sel, "frt") is None
+    want = _figures(all_values_medians(ConversationFact.objects.all(), sel, first_response_time.DIMS, "frt_seconds"))
+    assert _figures(medians(ConversationFact.objects.all(), sel, first_response_time.DIMS, "frt_seconds")) == want
+    before = histograms.snapshot()
+    histograms.apply(histograms.fact_counts(facts[0], {}))
+    assert histograms.snapshot() == before
+    ValueHistogram.objects.all().delete()
+    histograms.rebuild()
+    assert histograms.current() and histograms.snapshot() == before
