@@ -219,6 +219,8 @@ CHAT_OFFLINE_EMAIL_DELAY = env_int("CHAT_OFFLINE_EMAIL_DELAY", 300)
 # visitor messages ingested in this many worker processes per ASGI process
 # (channels_app.adapters.chat.ingest_pool; needs Redis); 0: in threads
 CHAT_INGEST_PROCESSES = env_int("CHAT_INGEST_PROCESSES", 0)
+# otherwise in this many threads per ASGI process, each keeping its database connection
+CHAT_INGEST_THREADS = env_int("CHAT_INGEST_THREADS", 4)
 # SLA warnings pushed to agents (metrics.sla_tasks): warn this long before a due
 # time, either a share of the target ("20%") or seconds ("900"); a breach is
 # announced only while its due time is at most SLA_BREACH_LOOKBACK seconds old.

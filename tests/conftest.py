@@ -27,6 +27,17 @@ def _media_root(tmp_path, settings):
     settings.MEDIA_ROOT = str(tmp_path / "media")
 
 
+@pytest.fixture(autouse=True)
+def _chat_ingest_stopped():
+    """The chat widget's ingest threads keep their database connections: stop
+    them after each test (they start again on the next widget), so no
+    connection outlives the test database."""
+    yield
+    from channels_app.adapters.chat import ingest_pool
+
+    ingest_pool.shutdown()
+
+
 @pytest.fixture
 def personas(db):
     """billing and tech teams; admin, manager, ana (billing agent), bob (tech agent)."""
