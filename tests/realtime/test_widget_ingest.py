@@ -18,7 +18,9 @@ from conversations.models import Message
 
 from .conftest import recv_until, widget_socket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True),
+              # several ingest threads writing at once, each on a connection it keeps (pg_backend_pid)
+              pytest.mark.usefixtures("postgres_only")]
 
 
 @pytest.fixture
