@@ -161,7 +161,7 @@ def rebuild() -> None:
     if connection.vendor == "postgresql":
         _rebuild_sql(window)
     else:
-        ConversationFact.objects.exclude(customer_id__isnull=False).update(**dict.fromkeys(FIELDS))
+        ConversationFact.objects.filter(customer_id__isnull=True).update(**dict.fromkeys(FIELDS))
         customers = ConversationFact.objects.filter(customer_id__isnull=False).values_list(
             "customer_id", flat=True).distinct()
         refresh(list(customers), window=window)

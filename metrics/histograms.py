@@ -152,7 +152,7 @@ def apply(acc: dict) -> None:
 
 
 def rebuild() -> None:
-    """Recount the whole table from the facts (the full recompute; the migration that adds it)."""
+    """Recount the whole table from the facts (the full recompute; migration 0007) and record the thresholds."""
     from .models import ConversationFact, ResponseFact, ValueHistogram
 
     table = ValueHistogram._meta.db_table
