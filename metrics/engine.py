@@ -275,10 +275,12 @@ def recompute_conversations(ids, now: datetime | None = None) -> None:
     new = {b.conversation_id: _to_fact(b) for b in bases}
     # value histograms: a pure function of the base facts (neighbours only change verdicts)
     counts: dict = {}
-    for fact in old.values():
-        histograms.fact_counts(fact, counts, -1)
-    for fact in new.values():
-        histograms.fact_counts(fact, counts, 1)
+    lim = histograms.limits()  # read under the engine lock: the full recompute (new splits) holds it too
+    if lim is not None:  # None: counts of other thresholds, a recompute replaces them
+        for fact in old.values():
+            histograms.fact_counts(fact, counts, -1, lim)
+        for fact in new.values():
+            histograms.fact_counts(fact, counts, 1, lim)
     # FCR neighbours: the same customers' resolved conversations within FCR_WINDOW before these start
     customers = {f.customer_id for f in new.values() if f.customer_id} | {
         f.customer_id for f in old.values() if f.customer_id}
@@ -445,7 +447,7 @@ def _recompute_all_generic(progress, chunk: int, now: datetime) -> int:
             if progress:
                 progress(len(ids), "conversations")
         apply_delta(acc)
-        histograms.rebuild()
+        histograms.rebuild(resplit=True)
         customer_links.rebuild()
         resultcache.bump()
     return total
@@ -680,7 +682,7 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                 _copy(cur, DailyRollup._meta.db_table, ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS],
                       "".join(_rollup_line(key, cols) for key, cols in acc.items() if any(cols.values())))
                 phases["rollups"] = time.monotonic() - t0 - sum(phases.values())
-                histograms.rebuild()
+                histograms.rebuild(resplit=True)
                 phases["histograms"] = time.monotonic() - t0 - sum(phases.values())
         finally:
             if pool is not None:

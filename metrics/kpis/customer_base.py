@@ -128,28 +128,34 @@ def _groups_links(sel, dim: str) -> dict:
             params[name] = value
     facts, orders = ConversationFact._meta.db_table, Order._meta.db_table
     params.update(start_at=sel.start_at, tz=settings.TIME_ZONE)
+    # one pass over the facts: the counts, and (arrays) the customers and days of the last facts
+    # of the period whose customer ordered before its end after that day; their orders joined after
+    last = "(nxt IS NULL OR nxt > ge)"
+    ordered = f"{last} AND next_order < %(end_at)s"
     sql = f"""
-        WITH f AS (
-            SELECT {gexpr} AS g, {gs} AS gs, {ge} AS ge, customer_id, resolved_day, resolved_at,
-                   cv_retained AS ret, cv_ltv_cents AS ltv, cv_prev_{dim} AS prev, cv_next_{dim} AS nxt,
-                   cv_retb_{dim} AS retb
-            FROM {facts} WHERE {' AND '.join(where)}),
-        c AS (
+        WITH c AS (
             SELECT g,
                    count(*) FILTER (WHERE prev IS NULL OR prev < gs) AS customers,
                    count(*) FILTER (WHERE ret AND (retb IS NULL OR retb < gs)) AS retained,
-                   count(*) FILTER (WHERE (nxt IS NULL OR nxt > ge) AND NOT ret AND (retb IS NULL OR retb < gs)
+                   count(*) FILTER (WHERE {last} AND NOT ret AND (retb IS NULL OR retb < gs)
                                     AND resolved_at > %(open_after)s) AS pending,
-                   sum(ltv) FILTER (WHERE nxt IS NULL OR nxt > ge) AS ltv
-            FROM f GROUP BY g),
+                   sum(ltv) FILTER (WHERE {last}) AS ltv,
+                   array_agg(customer_id) FILTER (WHERE {ordered}) AS o_customers,
+                   array_agg(resolved_day) FILTER (WHERE {ordered}) AS o_days
+            FROM (SELECT {gexpr} AS g, {gs} AS gs, {ge} AS ge, customer_id, resolved_day, resolved_at,
+                         cv_retained AS ret, cv_ltv_cents AS ltv, cv_prev_{dim} AS prev, cv_next_{dim} AS nxt,
+                         cv_retb_{dim} AS retb, cv_next_order_at AS next_order
+                  FROM {facts} WHERE {' AND '.join(where)}) f
+            GROUP BY g),
+        o AS MATERIALIZED (  -- the period's orders: hash-joined (unnest's row estimate would pick index probes)
+            SELECT customer_id, placed_at, amount FROM {orders}
+            WHERE placed_at >= %(start_at)s AND placed_at < %(end_at)s),
         l AS (  -- orders after the day of a customer's last fact of the period, up to its end (exact cents)
-            SELECT f.g, sum((o.amount * 100)::bigint) AS s
-            FROM (SELECT {gexpr} AS g, {ge} AS ge, customer_id, resolved_day, cv_next_{dim} AS nxt
-                  FROM {facts} WHERE {' AND '.join(where)} AND cv_next_order_at < %(end_at)s) f
-            JOIN {orders} o ON o.customer_id = f.customer_id
-                            AND o.placed_at >= (f.resolved_day + 1)::timestamp AT TIME ZONE %(tz)s
-            WHERE (f.nxt IS NULL OR f.nxt > f.ge) AND o.placed_at >= %(start_at)s AND o.placed_at < %(end_at)s
-            GROUP BY f.g)
+            SELECT c.g, sum((o.amount * 100)::bigint) AS s
+            FROM c CROSS JOIN LATERAL unnest(c.o_customers, c.o_days) AS f(customer_id, resolved_day)
+            JOIN o ON o.customer_id = f.customer_id
+                   AND o.placed_at >= (f.resolved_day + 1)::timestamp AT TIME ZONE %(tz)s
+            GROUP BY c.g)
         SELECT c.g, c.customers, coalesce(c.ltv, 0) + coalesce(l.s, 0), c.retained, c.pending
         FROM c LEFT JOIN l ON l.g IS NOT DISTINCT FROM c.g"""
     out: dict = {}

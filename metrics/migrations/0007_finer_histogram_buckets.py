@@ -6,7 +6,7 @@ def recount(apps, schema_editor):
     (metrics.histograms.rebuild; reads skip counts of other thresholds until then)."""
     from metrics import histograms
 
-    histograms.rebuild()
+    histograms.rebuild(resplit=True)
 
 
 class Migration(migrations.Migration):

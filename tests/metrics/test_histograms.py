@@ -78,8 +78,11 @@ def _selections():
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_histogram_percentiles_equal_all_values(seed):
+@pytest.mark.parametrize("seed,direct", [(1, None), (2, None), (1, 0)])
+def test_histogram_percentiles_equal_all_values(seed, direct, monkeypatch):
+    """direct=0: every bounded bucket is ranked by the refined path (PostgreSQL: sub-interval counts first)."""
+    if direct is not None:
+        monkeypatch.setattr(histograms, "DIRECT", direct)
     facts = _seed(random.Random(seed))
     # counted incrementally (what the engine applies) == the full rebuild
     acc: dict = {}
@@ -89,6 +92,10 @@ def test_histogram_percentiles_equal_all_values(seed):
     incremental = histograms.snapshot()
     histograms.rebuild()
     assert histograms.snapshot() == incremental and incremental
+    _assert_reads_equal_all_values()
+
+
+def _assert_reads_equal_all_values():
     covered = 0
     for sel in _selections():
         for mod, values in ((first_response_time, ("frt_seconds", "frt_bh_seconds")),
@@ -102,6 +109,73 @@ def test_histogram_percentiles_equal_all_values(seed):
                 covered += 1
         assert first_response_time.distribution(sel) == first_response_time.distribution_all_values(sel), sel
     assert covered  # the histogram path was taken (and the fallback for channel+agent)
+
+
+def _crowded(rng, n, first_id):
+    """Facts whose values crowd like the bench's resolution times (a day plus a heavy tail), with
+    some ties and some values equal to a given set of cuts (added later)."""
+    facts = []
+    for cid in range(first_id, first_id + n):
+        day = DAY0 + timedelta(days=rng.randrange(0, 20))
+        at = datetime.combine(day, time(12), tzinfo=dt_tz.utc)
+        v = round(108000 + rng.expovariate(1 / 14400), 6) if rng.random() < 0.6 else (
+            _value(rng) if rng.random() < 0.3 else round(rng.lognormvariate(5.5, 1.2), 6))
+        facts.append(ConversationFact(
+            conversation_id=cid, origin_kind=rng.choice(KINDS), frt_day=day, frt_at=at, frt_seconds=v,
+            frt_bh_seconds=v, frt_kind=rng.choice(KINDS), frt_agent_id=rng.choice(AGENTS),
+            frt_team_id=rng.choice(TEAMS), resolved_day=day, resolved_at=at, resolution_seconds=v + 5,
+            resolution_bh_seconds=v, resolution_agent_id=rng.choice(AGENTS), resolution_team_id=rng.choice(TEAMS),
+            responses=[]))
+    return facts
+
+
+def test_split_buckets(monkeypatch):
+    """Where values crowd, the full recompute's splits (quantiles added as thresholds) spread
+    them over more buckets; reads stay exact, incremental counting uses the stored splits, and
+    a rebuild without resplit keeps them. On PostgreSQL the SQL cuts equal the Python ones."""
+    from django.db import connection
+
+    from metrics.models import MetricsState
+
+    monkeypatch.setattr(histograms, "SPLIT_MIN_VALUES", 100)
+    monkeypatch.setattr(histograms, "SPLIT_QUANTILES", 20)
+    rng = random.Random(7)
+    ConversationFact.objects.bulk_create(_crowded(rng, 300, 1))
+    ConversationFact.objects.bulk_create(
+        [ConversationFact(conversation_id=1000 + i, frt_day=DAY0, frt_seconds=float(i), frt_bh_seconds=float(i),
+                          responses=[]) for i in range(5)])
+    histograms.rebuild()
+    plain = histograms.snapshot()
+    histograms.rebuild(resplit=True)
+    splits = MetricsState.objects.get(key="histograms").value["splits"]
+    assert set(splits) == {"frt", "frt_bh", "res", "res_bh"}  # 305, 300, 300, 300 values; no responses
+    for metric, cuts in splits.items():
+        assert cuts == sorted(set(cuts)) and not set(cuts) & set(T) and 10 <= len(cuts) <= 19, metric
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            assert histograms._splits_sql(cur) == histograms._splits_python() == splits
+    # the crowded bucket of the plain thresholds is spread out
+    lim = histograms.limits()
+    dense = histograms.bucket(108000.0 + 3000)
+    in_dense = sum(n for (m, d, sp, _day, _k, b), n in plain.items() if (m, d, sp, b) == ("frt", "all", 1, dense))
+    split_of = {histograms.bucket(108000.0 + 3000, lim.of("frt")), histograms.bucket(108000.0 + 100, lim.of("frt")),
+                histograms.bucket(108000.0 + 5000, lim.of("frt"))}
+    assert in_dense > 40 and len(split_of) == 3
+    _assert_reads_equal_all_values()
+    # incremental counting (values on the cuts included) == a rebuild that keeps the splits
+    more = _crowded(random.Random(8), 80, 2000)
+    for f, cut in zip(more, splits["frt"]):
+        f.frt_seconds = cut
+    ConversationFact.objects.bulk_create(more)
+    acc: dict = {}
+    for f in more:
+        histograms.fact_counts(f, acc, 1, histograms.limits())
+    histograms.apply(acc)
+    incremental = histograms.snapshot()
+    histograms.rebuild()
+    assert MetricsState.objects.get(key="histograms").value["splits"] == splits
+    assert histograms.snapshot() == incremental
+    _assert_reads_equal_all_values()
 
 
 def test_reference_is_percentile_cont_on_known_values():

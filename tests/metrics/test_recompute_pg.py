@@ -64,20 +64,25 @@ def _indexes():
 
 
 @pytest.mark.parametrize("workers,chunk", [(1, 10000), (2, 1)])
-def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk):
+def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk, monkeypatch):
     from conversations.models import Conversation
 
+    # both paths choose the histogram splits anew (here even for these few values) and alike
+    monkeypatch.setattr(histograms, "SPLIT_MIN_VALUES", 1)
+    monkeypatch.setattr(histograms, "SPLIT_QUANTILES", 8)
     _scenario(play, channels, personas)
     total = Conversation.objects.count()
     indexes = _indexes()
     now = timezone.now()
     assert engine._recompute_all_generic(None, 5000, now) == total
     generic = _snapshot()
+    splits = histograms.stored_splits()
+    assert splits.get("rt") and splits.get("frt")
     assert len(generic[0]) == total and generic[1] and generic[2] and generic[3]
     assert any(f["reopens"] for f in generic[0].values()) and any(f["fcr"] is not None for f in generic[0].values())
     DailyRollup.objects.all().delete()
     assert engine._recompute_all_pg(None, now, chunk=chunk, workers=workers) == total
-    assert _snapshot() == generic
+    assert _snapshot() == generic and histograms.stored_splits() == splits
     assert _indexes() == indexes  # dropped for the load and rebuilt
 
 
