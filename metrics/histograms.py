@@ -426,7 +426,9 @@ def percentiles_hist(sel, metrics) -> tuple[dict, Limits] | None:
             where += " AND key = %s"
             params.append(key_filter)
         by = f"metric, {g}, bucket" if sel.group_by else "metric, bucket"
-        parts.append(f"SELECT metric, {g}, bucket, SUM(n) FROM {table} WHERE {where} GROUP BY {by}")
+        # ::bigint: SUM of a bigint is numeric, which the driver turns into Decimals (slow)
+        sum_n = "SUM(n)::bigint" if connection.vendor == "postgresql" else "SUM(n)"
+        parts.append(f"SELECT metric, {g}, bucket, {sum_n} FROM {table} WHERE {where} GROUP BY {by}")
     # {metric: {group: {bucket: n}}}
     hist: dict = {m: defaultdict(lambda: defaultdict(int)) for m in metrics}
     with connection.cursor() as cur:
@@ -435,10 +437,11 @@ def percentiles_hist(sel, metrics) -> tuple[dict, Limits] | None:
     keys: dict = {}
     for metric, k, b, n in rows:
         if n:
-            report = keys.get(k)
-            if report is None and k not in keys:
+            if k in keys:
+                report = keys[k]
+            else:
                 report = keys[k] = _report_key(sel, dim, k)
-            hist[metric][report][b] += int(n)  # SUM of a bigint: numeric on PostgreSQL
+            hist[metric][report][b] += n
     return hist, lim
 
 
@@ -566,8 +569,11 @@ def _refined(fetch: _Fetch, lo, hi, need: dict, report) -> dict:
     fetch.cur.execute(f"SELECT {g}, width_bucket({fetch.value}, %s::float8[]), count(*) FROM {fetch.table} "
                       f"WHERE {where} GROUP BY 1, 2", [limits, *params])
     counts: dict = defaultdict(dict)
+    keys: dict = {}
     for gv, sb, n in fetch.cur.fetchall():
-        counts[report(gv)][sb] = n
+        if gv not in keys:
+            keys[gv] = report(gv)
+        counts[keys[gv]][sb] = n
     # per group: the span of sub-intervals holding its ranks and how many of its values lie below it;
     # the spans are fetched in one statement (UNION ALL of index range scans)
     parts, args, spans = [], [], {}
