@@ -8,7 +8,7 @@ from helpdesk.models import User
 
 from . import report, sla
 from .kpis import cltv, first_response_time, response_time
-from .kpis.base import Selection, run_reads
+from .kpis.base import Selection, SharedReads, run_reads
 from .models import SurveyInvitation
 
 TABLES = ("summary", "channel", "team", "agent", "day", "week", "month", "distribution", "comments", "segments")
@@ -19,8 +19,8 @@ TABLE_KPIS = ("volume", "first_response_time", "response_time", "resolution_time
               "sla_attainment", "csat")
 
 
-def _sub(sel: Selection, group_by, skip=frozenset()):
-    return replace(sel, group_by=group_by, skip=skip, _cache={})
+def _sub(sel: Selection, group_by, skip=frozenset(), shared: SharedReads | None = None):
+    return replace(sel, group_by=group_by, skip=skip, _cache={}, _shared=shared)
 
 
 def table(sel: Selection, name: str) -> list[dict]:
@@ -78,13 +78,14 @@ TREND_SKIP = TABLE_SKIP | {"p90"}
 def _data(sel: Selection) -> dict:
     build = report.build_uncached
     trend_group = "day" if (sel.end - sel.start).days <= 62 else ("week" if (sel.end - sel.start).days <= 370 else "month")
+    shared = SharedReads()  # the card and the three tables: one scan of the rollups and surveys
     parts = run_reads({
-        "current": lambda: build(_sub(sel, None, CARD_SKIP))[0],
+        "current": lambda: build(_sub(sel, None, CARD_SKIP, shared))[0],
         "previous": lambda: build(_sub(sel.previous(), None, CARD_SKIP))[0],
         "trend": lambda: build(_sub(sel, trend_group, TREND_SKIP), only=TREND_KPIS),
-        "by_channel": lambda: build(_sub(sel, "channel", TABLE_SKIP), only=TABLE_KPIS),
-        "by_team": lambda: build(_sub(sel, "team", TABLE_SKIP), only=TABLE_KPIS),
-        "by_agent": lambda: build(_sub(sel, "agent", TABLE_SKIP), only=TABLE_KPIS),
+        "by_channel": lambda: build(_sub(sel, "channel", TABLE_SKIP, shared), only=TABLE_KPIS),
+        "by_team": lambda: build(_sub(sel, "team", TABLE_SKIP, shared), only=TABLE_KPIS),
+        "by_agent": lambda: build(_sub(sel, "agent", TABLE_SKIP, shared), only=TABLE_KPIS),
         "distribution": lambda: first_response_time.distribution(sel),
         "comments": lambda: comments(sel),
     })

@@ -3,6 +3,7 @@ group keys, rollup sums and percentile helpers."""
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class Selection:
     # "bh_pct" (business-hours medians), "p90" (every p90); the figures are then null
     skip: frozenset = frozenset()
     _cache: dict = field(default_factory=dict, repr=False)
+    # reads shared with the selections of the same period and filters grouped otherwise (SharedReads)
+    _shared: "SharedReads | None" = field(default=None, repr=False, compare=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -60,6 +63,44 @@ class Selection:
         return self._cache[key]
 
 
+SHARED_GROUPINGS = (None, "channel", "agent", "team")
+
+
+class SharedReads:
+    """Reads that selections of one period and filters, grouped by nothing, channel, agent or team
+    (the dashboard's cards and tables), share: each is read once at the finest of those groupings
+    (channel, agent and team at once), in the first thread that needs it (the others wait), and
+    every selection sums its rows in Python. One scan of the rollups or the invitations instead of four."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._locks: dict = {}
+        self._rows: dict = {}
+
+    def rows(self, sel: "Selection", name: str, fetch):
+        key = (name, sel.start, sel.end, sel.channel, sel.team_id, sel.agent_id)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._rows:
+                self._rows[key] = list(fetch())
+            return self._rows[key]
+
+
+def shared_rows(sel: "Selection", name: str, fetch):
+    """The fine rows of a shared read, or None when the selection does not share its reads."""
+    if sel._shared is None or sel.group_by not in SHARED_GROUPINGS:
+        return None
+    return sel._shared.rows(sel, name, fetch)
+
+
+def fine_key(sel: "Selection", row: dict, fields: dict):
+    """A fine row's group key in the selection (fields: grouping -> the row's column)."""
+    if sel.group_by is None:
+        return None
+    return row[fields[sel.group_by]]
+
+
 def time_key(day: date, group_by: str) -> date:
     if group_by == "week":
         return day - timedelta(days=day.weekday())
@@ -78,6 +119,9 @@ def filter_dims(qs, sel: Selection, *, channel: str, agent: str, team: str):
     return qs
 
 
+_ROLLUP_DIMS = {"channel": "channel", "agent": "agent_id", "team": "team_id"}
+
+
 def rollups(sel: Selection) -> dict:
     """{group key: {column: sum}} from DailyRollup for the selection."""
 
@@ -89,6 +133,17 @@ def rollups(sel: Selection) -> dict:
             dim = "day"
         sums = {c: Sum(c) for c in ROLLUP_COLUMNS}
         out: dict = defaultdict(lambda: dict.fromkeys(ROLLUP_COLUMNS, 0))
+        fine = shared_rows(sel, "rollups", lambda: qs.values("channel", "agent_id", "team_id").annotate(**sums)
+                           .order_by())
+        if fine is not None:
+            if dim is None:
+                out[None] = dict.fromkeys(ROLLUP_COLUMNS, 0)
+            for row in fine:
+                key = fine_key(sel, row, _ROLLUP_DIMS)
+                acc = out[key if sel.group_by in (None, "channel") else (key or None)]
+                for c in ROLLUP_COLUMNS:
+                    acc[c] += row[c] or 0
+            return dict(out)
         if dim is None:
             row = qs.aggregate(**sums)
             out[None] = {c: row[c] or 0 for c in ROLLUP_COLUMNS}

@@ -8,7 +8,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncDate
 
 from ..models import SurveyInvitation
-from .base import TIME_GROUPINGS, filter_dims, time_key
+from .base import TIME_GROUPINGS, filter_dims, fine_key, shared_rows, time_key
 
 DIM_FIELDS = {"channel": "channel_kind", "agent": "agent_id", "team": "team_id"}
 
@@ -30,11 +30,18 @@ def scores(sel, kind: str) -> dict:
                                              answered_at__lt=sel.end_at)
         qs = filter_dims(qs, sel, channel="channel_kind", agent="agent_id", team="team_id")
         dim = DIM_FIELDS.get(sel.group_by)
+        out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+        fine = shared_rows(sel, "survey-scores", lambda: qs.values("kind", *DIM_FIELDS.values(), "score")
+                           .annotate(n=Count("*")).order_by())
+        if fine is not None:
+            for row in fine:
+                key = fine_key(sel, row, DIM_FIELDS)
+                out[row["kind"]][None if sel.group_by is None else (key or None)][row["score"]] += row["n"]
+            return out
         if sel.group_by in TIME_GROUPINGS:
             qs = qs.annotate(d=TruncDate("answered_at", tzinfo=sel.tz))
             dim = "d"
         fields = ["kind", dim, "score"] if dim else ["kind", "score"]
-        out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
         for row in qs.values(*fields).annotate(n=Count("*")).order_by():
             out[row["kind"]][_key(sel, row, dim) if dim else None][row["score"]] += row["n"]
         return out
@@ -49,11 +56,20 @@ def invitations(sel, kind: str) -> dict:
         qs = SurveyInvitation.objects.filter(invited_at__gte=sel.start_at, invited_at__lt=sel.end_at)
         qs = filter_dims(qs, sel, channel="channel_kind", agent="agent_id", team="team_id")
         dim = DIM_FIELDS.get(sel.group_by)
+        out: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        aggs = {"sent": Count("*"), "answered": Count("score")}  # index-only: no id
+        fine = shared_rows(sel, "survey-invitations", lambda: qs.values("kind", *DIM_FIELDS.values())
+                           .annotate(**aggs).order_by())
+        if fine is not None:
+            for row in fine:
+                key = fine_key(sel, row, DIM_FIELDS)
+                acc = out[row["kind"]][None if sel.group_by is None else (key or None)]
+                acc[0] += row["sent"]
+                acc[1] += row["answered"]
+            return out
         if sel.group_by in TIME_GROUPINGS:
             qs = qs.annotate(d=TruncDate("invited_at", tzinfo=sel.tz))
             dim = "d"
-        out: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-        aggs = {"sent": Count("*"), "answered": Count("score")}  # index-only: no id
         fields = ["kind", dim] if dim else ["kind"]
         for row in qs.values(*fields).annotate(**aggs).order_by():
             acc = out[row["kind"]][_key(sel, row, dim) if dim else None]

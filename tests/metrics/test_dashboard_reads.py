@@ -103,3 +103,40 @@ def test_import_without_fold_invalidates(settings):
     assert not result.errors, result.errors
     assert result.created["order"] == 1
     assert resultcache.version() != version
+
+
+def test_shared_reads_equal_separate_reads(play, channels, personas):
+    """The card and the channel/team/agent tables share one fine read of the rollups and of the
+    surveys (kpis.base.SharedReads): each equals the same table built on its own, with a filter
+    too; the trend and the previous period do not share."""
+    from conversations.models import Conversation
+    from metrics.models import SurveyInvitation
+
+    _traffic(play, channels, personas)
+    _traffic(play, channels, personas, days_ago=20, n=2)
+    now = timezone.now() - timedelta(days=2)
+    for i, conv in enumerate(Conversation.objects.order_by("id")):
+        for kind, score in (("csat", 1 + i % 5), ("nps", (3 * i) % 11), ("ces", 1 + i % 7)):
+            SurveyInvitation.objects.create(
+                conversation=conv, customer=conv.customer, kind=kind, channel_kind=conv.origin_kind,
+                agent=conv.assignee if i % 4 else None, team=personas.tech if i % 3 == 0 else None,
+                invited_at=now, score=score if i % 5 else None, answered_at=now if i % 5 else None)
+    today = timezone.localdate()
+    for filters in ({}, {"channel": "chat"}):
+        sel = Selection(today - timedelta(days=89), today, **filters)
+        data = dashboard._data(sel)
+        build = report.build_uncached
+        alone = {
+            "current": build(dashboard._sub(sel, None, dashboard.CARD_SKIP))[0],
+            "by_channel": build(dashboard._sub(sel, "channel", dashboard.TABLE_SKIP), only=dashboard.TABLE_KPIS),
+            "by_team": build(dashboard._sub(sel, "team", dashboard.TABLE_SKIP), only=dashboard.TABLE_KPIS),
+            "by_agent": build(dashboard._sub(sel, "agent", dashboard.TABLE_SKIP), only=dashboard.TABLE_KPIS),
+        }
+        for name, want in alone.items():
+            assert data[name] == want, (filters, name)
+        assert data["current"]["csat"]["responses"] and data["current"]["nps"]["responses"]
+        assert len(data["by_agent"]) >= (1 if filters else 2) and data["by_team"]
+    shared = dashboard.SharedReads()
+    sub = dashboard._sub(Selection(today - timedelta(days=89), today), "agent", shared=shared)
+    report.build_uncached(sub)
+    assert {k[0] for k in shared._rows} == {"rollups", "survey-scores", "survey-invitations"}
