@@ -350,7 +350,8 @@ def _thread(msg: InboundMessage, customer: Customer, at: datetime) -> tuple[Conv
     if msg.new_conversation:
         return None, False
 
-    active = (Conversation.objects.filter(customer=customer, status__in=ACTIVE_STATUSES)
+    # with its team, as of now: auto-assignment's `wants` skips the task for a manual team
+    active = (Conversation.objects.filter(customer=customer, status__in=ACTIVE_STATUSES).select_related("team")
               .order_by(F("last_message_at").desc(nulls_last=True), "-id").first())
     if active is not None:
         if not msg.is_email_thread:
