@@ -285,3 +285,20 @@ def test_concurrent_copies_of_a_visitor_message_store_one_message(personas, chat
     assert ingest_visitor_message(chat, dict(body, visitor="v-twice")).pk == \
         Message.objects.get(meta__visitor="v-twice", body_text="only once").pk
     assert Message.objects.filter(body_text="only once").count() == 2
+
+
+def test_the_rate_limit_costs_one_redis_command_per_message(db, settings, monkeypatch):
+    """throttle_hit's counter: ADD for a window's first message, then one
+    command per message (before: ADD, EXISTS and INCRBY)."""
+    from django.core.cache import cache
+
+    if not settings.REDIS_URL:
+        pytest.skip("the cache is Redis only with REDIS_URL")
+    client = cache._cache.get_client(write=True)
+    commands = []
+    real = client.execute_command
+    monkeypatch.setattr(client, "execute_command", lambda *args, **kw: (commands.append(args[0]), real(*args, **kw))[1])
+    monkeypatch.setattr(consumers.time, "time", lambda: 1_000_000.0)  # one window
+    results = [consumers.throttle_hit("msg:v-rl", 3, 10) for _ in range(5)]
+    assert [limited for limited, _retry in results] == [False, False, False, True, True]
+    assert commands == ["EVAL", "SET", "EVAL", "EVAL", "EVAL", "EVAL"]  # the first: missing, then added (SET NX)
