@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import traceback
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations import services as conv_services
@@ -36,6 +36,12 @@ def envelope_store_and_process(*, channel: Channel, kind: str, body: bytes, head
     message instead of three (store, ingest, mark processed), for callers that
     answer only after the message is stored (the chat widget).
 
+    The ingest runs without a savepoint of its own (two round trips less per
+    message). A repeated delivery, or its concurrent twin that committed first,
+    then fails the message's unique key and loses the whole transaction: it is
+    run once more the way envelope_process runs it, where ingest returns the
+    stored message (created=False) and the envelope is marked processed.
+
     Nothing is lost: when parsing or ingest fails, that transaction is rolled
     back and the envelope is stored on its own as failed, with the error, for
     envelope_replay; the exception is re-raised as envelope_process does."""
@@ -43,20 +49,33 @@ def envelope_store_and_process(*, channel: Channel, kind: str, body: bytes, head
     envelope = InboundEnvelope(channel=channel, kind=kind, body=body, headers=clean_headers, source=source,
                                remote_addr=remote_addr)
     try:
-        with transaction.atomic():
-            envelope.save(force_insert=True)
-            result = envelope_process(envelope)
+        try:
+            with transaction.atomic():
+                envelope.save(force_insert=True)
+                envelope.attempts += 1
+                result = _process(envelope, envelope.channel, get_adapter(envelope.kind), savepoint=False)
+        except IntegrityError:
+            _unsaved(envelope)
+            envelope.attempts = 0
+            with transaction.atomic():
+                envelope.save(force_insert=True)
+                result = envelope_process(envelope)
         return envelope, result
     except Exception as exc:
         error = f"ParseError: {exc}" if isinstance(exc, ParseError) else traceback.format_exc()
-        envelope.pk = None
-        envelope._state.adding = True
+        _unsaved(envelope)
         envelope.status = EnvelopeStatus.FAILED
         envelope.error = error[-4000:]
         envelope.processed_at = timezone.now()
         envelope.message_ids = []
         envelope.save(force_insert=True)
         raise
+
+
+def _unsaved(envelope: InboundEnvelope) -> None:
+    """The envelope as before its rolled-back transaction: to be inserted again."""
+    envelope.pk = None
+    envelope._state.adding = True
 
 
 def envelope_from_request(request, channel: Channel, kind: str) -> InboundEnvelope:
@@ -79,32 +98,38 @@ def envelope_process(envelope: InboundEnvelope) -> ParseResult:
     adapter = get_adapter(envelope.kind)
     envelope.attempts += 1
     try:
-        result = adapter.parse(envelope, channel)
-        message_ids = []
-        for msg in result.messages:
-            msg.envelope_id = envelope.pk
-            ingested = conv_services.ingest(msg)
-            message_ids.append(ingested.message.pk)
-            msg.meta["_result"] = ingested
-        for status in result.statuses:
-            outbound = conv_services.find_outbound(channel=channel, external_id=status.external_id)
-            if outbound is None:
-                log.info("status %s for unknown message %s on %s", status.status, status.external_id, channel)
-                continue
-            conv_services.delivery_update(message=outbound, status=status.status, error=status.error, at=status.at)
-        state = (EnvelopeStatus.PROCESSED if (result.messages or result.statuses or result.handled)
-                 else EnvelopeStatus.IGNORED)
-        InboundEnvelope.objects.filter(pk=envelope.pk).update(
-            status=state, error=result.ignored_reason[:2000], attempts=envelope.attempts,
-            processed_at=timezone.now(), message_ids=message_ids)
-        envelope.status = state
-        return result
+        return _process(envelope, channel, adapter)
     except ParseError as exc:
         _fail(envelope, f"ParseError: {exc}")
         raise
     except Exception:
         _fail(envelope, traceback.format_exc())
         raise
+
+
+def _process(envelope: InboundEnvelope, channel, adapter, *, savepoint: bool = True) -> ParseResult:
+    """envelope_process without marking a failure. savepoint=False: see
+    conversations.services.ingest (the caller retries a repeated delivery)."""
+    result = adapter.parse(envelope, channel)
+    message_ids = []
+    for msg in result.messages:
+        msg.envelope_id = envelope.pk
+        ingested = conv_services.ingest(msg) if savepoint else conv_services.ingest(msg, savepoint=False)
+        message_ids.append(ingested.message.pk)
+        msg.meta["_result"] = ingested
+    for status in result.statuses:
+        outbound = conv_services.find_outbound(channel=channel, external_id=status.external_id)
+        if outbound is None:
+            log.info("status %s for unknown message %s on %s", status.status, status.external_id, channel)
+            continue
+        conv_services.delivery_update(message=outbound, status=status.status, error=status.error, at=status.at)
+    state = (EnvelopeStatus.PROCESSED if (result.messages or result.statuses or result.handled)
+             else EnvelopeStatus.IGNORED)
+    InboundEnvelope.objects.filter(pk=envelope.pk).update(
+        status=state, error=result.ignored_reason[:2000], attempts=envelope.attempts,
+        processed_at=timezone.now(), message_ids=message_ids)
+    envelope.status = state
+    return result
 
 
 def _fail(envelope: InboundEnvelope, error: str) -> None:

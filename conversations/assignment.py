@@ -56,8 +56,13 @@ def auto_assign_hook(message, conversation_created: bool) -> None:
 
 def _auto_assign_wanted(message, conversation_created: bool) -> bool:
     conversation = message.conversation
-    return (conversation.assignee_id is None and conversation.team_id is not None
-            and conversation.status != "resolved")
+    if conversation.assignee_id is not None or conversation.team_id is None or conversation.status == "resolved":
+        return False
+    # the team read with the conversation in the ingest transaction (services._thread):
+    # a manual team's task would do nothing (auto_assign reads the mode again)
+    if not conversation_created and Conversation.team.is_cached(conversation):
+        return conversation.team.assignment_mode != AssignmentMode.MANUAL
+    return True
 
 
 auto_assign_hook.wants = _auto_assign_wanted

@@ -98,14 +98,23 @@ def _normalized_identities(msg: InboundMessage) -> list[tuple[str, str]]:
     return result
 
 
-def ingest(msg: InboundMessage) -> IngestResult:
+def ingest(msg: InboundMessage, *, savepoint: bool = True) -> IngestResult:
     """Store one inbound message: dedupe, resolve the customer, thread it, log events.
 
     A repeated delivery (same channel and external id) returns the stored
     message with created=False. Side effects (realtime, automation, metrics)
     run after commit.
+
+    savepoint=False, inside the caller's transaction: no savepoint of its own
+    (SAVEPOINT and RELEASE are two round trips). A repeated delivery then
+    raises IntegrityError and the caller's whole transaction is lost: only for
+    callers that run it again with the default (channels_app.services.
+    envelope_store_and_process).
     """
     identities = _normalized_identities(msg)
+    if not savepoint:
+        with transaction.atomic(savepoint=False):
+            return _ingest(msg, identities)
     try:
         with transaction.atomic():
             return _ingest(msg, identities)
@@ -341,7 +350,8 @@ def _thread(msg: InboundMessage, customer: Customer, at: datetime) -> tuple[Conv
     if msg.new_conversation:
         return None, False
 
-    active = (Conversation.objects.filter(customer=customer, status__in=ACTIVE_STATUSES)
+    # with its team, as of now: auto-assignment's `wants` skips the task for a manual team
+    active = (Conversation.objects.filter(customer=customer, status__in=ACTIVE_STATUSES).select_related("team")
               .order_by(F("last_message_at").desc(nulls_last=True), "-id").first())
     if active is not None:
         if not msg.is_email_thread:
@@ -398,7 +408,7 @@ def _store_thread_keys(conversation: Conversation, msg: InboundMessage) -> None:
 
 def _store_attachments(message: Message, attachments: list[InboundAttachment]) -> None:
     limit = settings.ATTACHMENT_MAX_BYTES
-    dropped = []
+    dropped, stored = [], []
     for att in attachments:
         if len(att.content) > limit:
             dropped.append(att.filename)
@@ -408,6 +418,13 @@ def _store_attachments(message: Message, attachments: list[InboundAttachment]) -
                          size=len(att.content), content_id=att.content_id[:255], inline=att.inline)
         obj.file.save(_safe_name(att.filename), ContentFile(att.content), save=False)
         obj.save()
+        stored.append(obj)
+    # message.attachments.all() without a query: the widget's answer lists
+    # them (chat live.message_payload), mostly none, after commit
+    attachments_qs = message.attachments.all()
+    attachments_qs._result_cache = stored
+    attachments_qs._prefetch_done = True
+    message._prefetched_objects_cache = {"attachments": attachments_qs}
     if dropped:
         notes = message.meta.setdefault("notes", [])
         for name in dropped:
@@ -432,6 +449,7 @@ def attachment_add(*, message: Message, filename: str, content_type: str, conten
     obj = Attachment(message=message, filename=filename[:255], content_type=content_type[:200], size=len(content))
     obj.file.save(_safe_name(filename), ContentFile(content), save=False)
     obj.save()
+    getattr(message, "_prefetched_objects_cache", {}).pop("attachments", None)  # as ingest left it: stale now
     return obj
 
 

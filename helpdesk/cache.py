@@ -35,6 +35,20 @@ class KeptRedisCacheClient(RedisCacheClient):
         return client
 
 
+    def incr(self, key, delta):
+        """One round trip (Django's: EXISTS, then INCRBY), and atomic: raises
+        ValueError for a missing key, as Django's does."""
+        client = self.get_client(key, write=True)
+        value = client.eval(_INCR_EXISTING, 1, key, delta)
+        if value is None:
+            raise ValueError("Key '%s' not found." % key)
+        return value
+
+
+# INCRBY only an existing key (INCRBY alone would create it, without expiry)
+_INCR_EXISTING = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('incrby', KEYS[1], ARGV[1]) end return false"
+
+
 class RedisCache(DjangoRedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)

@@ -157,3 +157,31 @@ def test_auto_assignment_round_robin_respects_availability_and_capacity(channels
              for i in range(3)]
     picked = [auto_assign(c) for c in convs]
     assert picked == [cid, dee, dee]  # cid at capacity after one
+
+
+def test_no_after_ingest_task_for_a_message_to_a_manual_team(channels, inbound, personas, monkeypatch,
+                                                              django_capture_on_commit_callbacks):
+    """Auto-assignment's task does nothing for a manual team: a message to an
+    open conversation of one queues none (its team's mode is read with the
+    conversation in the ingest transaction); a new conversation still does."""
+    from tests.factories import UserFactory
+
+    queued = []
+    monkeypatch.setattr(tasks.after_ingest, "delay", lambda *args: queued.append(args))
+
+    def ingest(text):
+        with django_capture_on_commit_callbacks(execute=True):
+            return services.ingest(inbound(channels.api, "email", "kim@example.org", text=text)).message
+
+    first = ingest("first")
+    assert len(queued) == 1  # a new conversation: the team as the channel had it, not re-read
+    ingest("second")
+    assert len(queued) == 1  # billing is manual (the default)
+    personas.billing.assignment_mode = "round_robin"
+    personas.billing.save()
+    dee = UserFactory(username="dee", availability="online")
+    personas.billing.members.add(dee)
+    third = ingest("third")
+    assert queued[-1] == (third.pk, False)
+    tasks.after_ingest(*queued[-1])
+    assert Conversation.objects.get(pk=first.conversation_id).assignee == dee

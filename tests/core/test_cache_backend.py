@@ -34,3 +34,23 @@ def test_round_trip_with_prefixes():
     assert one.add("n", 1, 30) and one.incr("n") == 2
     one.delete_many(["k", "n"])
     assert one.get("k") is None
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis")
+def test_incr_is_one_round_trip_and_never_creates_the_key(monkeypatch):
+    """The chat throttle increments a counter per visitor message: one command
+    (Django's incr sends EXISTS, then INCRBY); a missing key stays missing."""
+    cache = RedisCache(os.environ["REDIS_URL"], {"KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}"})
+    client = cache._cache.get_client(write=True)
+    commands = []
+    real = client.execute_command
+    monkeypatch.setattr(client, "execute_command", lambda *args, **kw: (commands.append(args[0]), real(*args, **kw))[1])
+    with pytest.raises(ValueError):
+        cache.incr("n")
+    assert cache.get("n") is None
+    cache.add("n", 1, 30)
+    commands.clear()
+    assert cache.incr("n") == 2 and cache.incr("n", 5) == 7 and cache.decr("n") == 6
+    assert commands == ["EVAL", "EVAL", "EVAL"]
+    assert 0 < real("TTL", cache.make_and_validate_key("n")) <= 30  # the window's expiry kept
+    cache.delete("n")

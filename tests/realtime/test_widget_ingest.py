@@ -107,12 +107,12 @@ def test_failed_message_is_kept_and_the_thread_carries_on(personas, chat, settin
     real_ingest = services.ingest
     failures = []
 
-    def broken_once(msg):
+    def broken_once(msg, **kwargs):
         if not failures:
             failures.append(1)
             with connection.cursor() as cursor:
                 cursor.execute("SELECT * FROM no_such_table_here")
-        return real_ingest(msg)
+        return real_ingest(msg, **kwargs)
 
     monkeypatch.setattr(services, "ingest", broken_once)
 
@@ -192,3 +192,113 @@ def _backend_alive(pid: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
         return cursor.fetchone()[0] == 1
+
+
+# ------------------------------------------------------------------ the store path's round trips
+
+def _statement(sql: str) -> str:
+    """A captured statement as `VERB table`, for readable failures."""
+    words = sql.replace('"', "").split()
+    verb = words[0].upper()
+    if verb in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
+        return verb
+    if verb == "WITH":
+        return "WITH " + words[words.index("INTO") + 1]
+    if verb == "INSERT":
+        return "INSERT " + words[2]
+    if verb == "UPDATE":
+        return "UPDATE " + words[1]
+    table = words[words.index("FROM") + 1]
+    return f"SELECT {table}" + (" FOR UPDATE" if "FOR UPDATE" in sql else "")
+
+
+def test_a_visitor_message_is_stored_in_seven_statements(personas, chat, monkeypatch):
+    """The widget's store path (throttle_and_ingest) for a returning visitor
+    with an open conversation: one transaction of five statements, nothing
+    after commit on the database. Before: nine statements in it (SAVEPOINT
+    and RELEASE around the ingest) and the message's attachments read after."""
+    from django.test.utils import CaptureQueriesContext
+
+    from channels_app.models import Channel
+    from conversations import automation
+    from metrics import engine
+
+    # what Celery (eager in tests) would run elsewhere after commit: not this path
+    monkeypatch.setattr(automation, "wanted", lambda *args: False)
+    monkeypatch.setattr(engine, "_flush_unless_suspended", lambda: None)
+    channel = Channel.objects.select_related("team").get(pk=chat.pk)  # as WidgetConsumer loads it
+    body = {"visitor": "v-count", "text": "first", "client_id": "c0", "page": "", "language": "en"}
+    consumers.throttle_and_ingest(channel, "v-count", "http://localhost", "127.0.0.1", body)
+    with CaptureQueriesContext(connection) as queries:
+        hit, frame, conversation_id = consumers.throttle_and_ingest(
+            channel, "v-count", "http://localhost", "127.0.0.1", dict(body, client_id="c1", text="second"))
+    assert frame["type"] == "sent" and frame["message"]["text"] == "second" and frame["message"]["attachments"] == []
+    assert [_statement(q["sql"]) for q in queries.captured_queries] == [
+        "BEGIN",
+        "INSERT channels_app_inboundenvelope",
+        "SELECT customers_identity FOR UPDATE",  # the customer, locked
+        "SELECT conversations_conversation",  # the open conversation
+        "WITH conversations_message",  # message, event, conversation, customer, metrics mark
+        "UPDATE channels_app_inboundenvelope",  # processed
+        "COMMIT",
+    ]
+    message = Message.objects.get(body_text="second")
+    assert message.conversation_id == conversation_id and message.envelope.status == "processed"
+    assert message.envelope.message_ids == [message.pk]
+
+
+def test_concurrent_copies_of_a_visitor_message_store_one_message(personas, chat):
+    """The ingest has no savepoint of its own on the widget's path: a copy of a
+    message that is stored (or being stored) fails the unique key, loses its
+    transaction and is run again with one, which returns the stored message.
+    Copies sent at the same instant from several threads: one message, every
+    copy answered with it, every envelope processed, none failed."""
+    from channels_app.adapters.chat.inbound import ingest_visitor_message
+
+    body = {"visitor": "v-twice", "client_id": "c1", "text": "only once"}
+    ingest_visitor_message(chat, dict(body, client_id="c0", text="known visitor"))
+    for visitor in ("v-twice", "v-new"):  # a known visitor, then a new one (no customer yet)
+        barrier = threading.Barrier(4)
+        results, errors = [], []
+
+        def send():
+            try:
+                barrier.wait(10)
+                results.append(ingest_visitor_message(chat, dict(body, visitor=visitor)).pk)
+            except Exception as exc:  # asserted below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == [] and len(results) == 4, errors
+        stored = Message.objects.get(meta__visitor=visitor, body_text="only once")
+        assert set(results) == {stored.pk}
+        copies = [e for e in InboundEnvelope.objects.all() if stored.pk in e.message_ids]
+        assert [(e.status, e.message_ids) for e in copies] == [("processed", [stored.pk])] * 4
+    assert not InboundEnvelope.objects.filter(status="failed").exists()
+    # and one more copy later, sequentially: the same message again
+    assert ingest_visitor_message(chat, dict(body, visitor="v-twice")).pk == \
+        Message.objects.get(meta__visitor="v-twice", body_text="only once").pk
+    assert Message.objects.filter(body_text="only once").count() == 2
+
+
+def test_the_rate_limit_costs_one_redis_command_per_message(db, settings, monkeypatch):
+    """throttle_hit's counter: ADD for a window's first message, then one
+    command per message (before: ADD, EXISTS and INCRBY)."""
+    from django.core.cache import cache
+
+    if not settings.REDIS_URL:
+        pytest.skip("the cache is Redis only with REDIS_URL")
+    client = cache._cache.get_client(write=True)
+    commands = []
+    real = client.execute_command
+    monkeypatch.setattr(client, "execute_command", lambda *args, **kw: (commands.append(args[0]), real(*args, **kw))[1])
+    monkeypatch.setattr(consumers.time, "time", lambda: 1_000_000.0)  # one window
+    results = [consumers.throttle_hit("msg:v-rl", 3, 10) for _ in range(5)]
+    assert [limited for limited, _retry in results] == [False, False, False, True, True]
+    assert commands == ["EVAL", "SET", "EVAL", "EVAL", "EVAL", "EVAL"]  # the first: missing, then added (SET NX)

@@ -402,7 +402,7 @@ def test_visitor_message_is_one_transaction_and_a_failure_is_kept_for_replay(per
     envelope = message.envelope
     assert envelope.status == "processed" and envelope.message_ids == [message.pk] and envelope.attempts == 1
 
-    def broken(msg):
+    def broken(msg, **kwargs):
         raise RuntimeError("database hiccup")
 
     monkeypatch.setattr(services, "ingest", broken)

@@ -61,13 +61,17 @@ def throttle_hit(key: str, limit: int, window: int) -> tuple[bool, int]:
     bucket = now // window
     cache_key = f"chat:rl:{key}:{bucket}"
     try:
-        if cache.add(cache_key, 1, window * 2):
+        # the window's counter exists for all but its first message: one round trip
+        count = cache.incr(cache_key)
+    except ValueError:
+        try:
+            if cache.add(cache_key, 1, window * 2):
+                count = 1
+            else:
+                count = cache.incr(cache_key)
+        except ValueError:  # expired between add and incr
+            cache.set(cache_key, 1, window * 2)
             count = 1
-        else:
-            count = cache.incr(cache_key)
-    except ValueError:  # expired between add and incr
-        cache.set(cache_key, 1, window * 2)
-        count = 1
     return count > limit, window - (now % window)
 
 
