@@ -78,15 +78,21 @@ def _merged(splits: tuple) -> tuple[float, ...]:
     return tuple(sorted(set(THRESHOLDS) | set(splits)))
 
 
-def limits() -> Limits | None:
-    """The thresholds of the stored counts, or None when they were counted with other THRESHOLDS
-    (no record: THRESHOLDS without splits, e.g. a flushed test database)."""
+def _state() -> dict | None:
+    """The stored counts' record; {} when there is none (e.g. a flushed test database: THRESHOLDS
+    without splits), None when they were counted with other THRESHOLDS."""
     from .models import MetricsState
 
     state = MetricsState.objects.filter(key=STATE_KEY).values_list("value", flat=True).first()
     if state is None:
-        return Limits()
-    if state.get("thresholds") != FINGERPRINT:
+        return {}
+    return state if state.get("thresholds") == FINGERPRINT else None
+
+
+def limits() -> Limits | None:
+    """The thresholds of the stored counts, or None when they were counted with other THRESHOLDS."""
+    state = _state()
+    if state is None:
         return None
     return Limits({m: _merged(tuple(v)) for m, v in (state.get("splits") or {}).items() if v})
 
@@ -106,10 +112,8 @@ def _mark(splits: dict | None = None) -> None:
 
 
 def stored_splits() -> dict:
-    from .models import MetricsState
-
-    state = MetricsState.objects.filter(key=STATE_KEY).values_list("value", flat=True).first() or {}
-    return dict(state.get("splits") or {}) if state.get("thresholds") == FINGERPRINT else {}
+    """{metric: cuts} of the stored counts ({} when they use other THRESHOLDS)."""
+    return dict((_state() or {}).get("splits") or {})
 
 
 def _quantile_cuts(values_sorted: list[float]) -> list[float]:
