@@ -41,9 +41,11 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db import connection
 
+from . import link_rollup
+
 STATE_KEY = "customer_links"
 DIMS = {"all": None, "channel": "origin_kind", "agent": "resolution_agent_id", "team": "resolution_team_id"}
-FIELDS = ["cv_next_order_at", "cv_retained", "cv_ltv_cents",
+FIELDS = ["cv_next_order_at", "cv_retained", "cv_ltv_cents", "cv_tail",
           *(f"cv_{w}_{d}" for d in DIMS for w in ("prev", "next", "retb"))]
 
 
@@ -63,10 +65,21 @@ def usable() -> bool:
     return window_seconds() == int(settings.RETENTION_WINDOW)
 
 
+def rollup_usable() -> bool:
+    """The daily rollup of the links (metrics.link_rollup) is built and current."""
+    from . import link_rollup
+
+    state = _state()
+    return bool(state) and int(state["window"]) == int(settings.RETENTION_WINDOW) \
+        and state.get("rollup") == link_rollup.CAP
+
+
 def _set_state(window: int) -> None:
+    from . import link_rollup
     from .models import MetricsState
 
-    MetricsState.objects.update_or_create(key=STATE_KEY, defaults={"value": {"window": int(window)}})
+    MetricsState.objects.update_or_create(key=STATE_KEY, defaults={"value": {"window": int(window),
+                                                                             "rollup": link_rollup.CAP}})
 
 
 def _end_of_day(day):
@@ -86,13 +99,22 @@ def compute(facts: list[dict], orders: list, window: timedelta) -> dict:
                       key=lambda f: (f["resolved_day"], f["resolved_at"], f["conversation_id"]))
     for f in facts:
         out[f["conversation_id"]] = dict.fromkeys(FIELDS)
+    tz = ZoneInfo(settings.TIME_ZONE)
     for f in resolved:
         i = bisect_right(placed, f["resolved_at"])
         nxt = placed[i] if i < len(placed) else None
         row = out[f["conversation_id"]]
         row["cv_next_order_at"] = nxt
         row["cv_retained"] = nxt is not None and nxt <= f["resolved_at"] + window
-        row["cv_ltv_cents"] = cumulative[bisect_left(placed, _end_of_day(f["resolved_day"]))]
+        start = bisect_left(placed, _end_of_day(f["resolved_day"]))
+        row["cv_ltv_cents"] = cumulative[start]
+        tail: dict = {}
+        for at, cents in orders[start:]:
+            off = (at.astimezone(tz).date() - f["resolved_day"]).days
+            if off >= link_rollup.CAP:
+                break
+            tail[off] = tail.get(off, 0) + cents
+        row["cv_tail"] = [[off, cents] for off, cents in sorted(tail.items())] or None
     for dim, field in DIMS.items():
         chains: dict = defaultdict(list)
         for f in resolved:
@@ -113,21 +135,31 @@ _READ = ["conversation_id", "customer_id", "resolved_day", "resolved_at", "origi
          "resolution_team_id", *FIELDS]
 
 
-def refresh(customer_ids, window: int | None = None) -> int:
-    """Recompute the links of these customers' facts; writes only the rows that change. Does
-    nothing while the links are not computed (no MetricsState: a recompute is due). Returns the
-    number of rows written."""
+def refresh(customer_ids, window: int | None = None, removed=()) -> int:
+    """Recompute the links of these customers' facts; writes only the rows that change, and
+    applies the difference to the daily rollup (metrics.link_rollup): each rewritten row's old
+    contribution out, its new one in, and out the contributions of `removed` (fact instances as
+    they were before the caller deleted them). Does nothing while the links are not computed
+    (no MetricsState: a recompute is due). Returns the number of rows written."""
     from customers.models import Order
 
     from .models import ConversationFact
 
     ids = sorted({int(c) for c in customer_ids if c is not None})
-    if not ids:
-        return 0
+    state = _state()
     if window is None:
-        window = window_seconds()
-        if window is None:
+        if not state:
             return 0
+        window = int(state["window"])
+    # the rollup is kept only once built with these links (a rebuild builds both)
+    acc = link_rollup.Acc() if state and state.get("rollup") == link_rollup.CAP else None
+    if acc is not None:
+        for fact in removed:
+            acc.add(link_rollup.contributions(link_rollup.fact_row(fact)), -1)
+    if not ids:
+        if acc is not None:
+            link_rollup.apply(acc)
+        return 0
     delta = timedelta(seconds=window)
     written = 0
     for start in range(0, len(ids), 2000):
@@ -146,9 +178,14 @@ def refresh(customer_ids, window: int | None = None) -> int:
                 values = new[f["conversation_id"]]
                 if any(f[k] != v for k, v in values.items()):
                     changed.append(ConversationFact(conversation_id=f["conversation_id"], **values))
+                    if acc is not None:
+                        acc.add(link_rollup.contributions(f), -1)
+                        acc.add(link_rollup.contributions({**f, **values}), 1)
         if changed:
             ConversationFact.objects.bulk_update(changed, FIELDS, batch_size=1000)
             written += len(changed)
+    if acc is not None:
+        link_rollup.apply(acc)
     return written
 
 
@@ -165,6 +202,7 @@ def rebuild() -> None:
         customers = ConversationFact.objects.filter(customer_id__isnull=False).values_list(
             "customer_id", flat=True).distinct()
         refresh(list(customers), window=window)
+    link_rollup.rebuild()
     _set_state(window)
 
 
@@ -195,19 +233,30 @@ def _rebuild_sql(window: int) -> None:
                 SELECT f.conversation_id, f.customer_id, f.resolved_day, f.resolved_at, f.origin_kind,
                        f.resolution_agent_id, f.resolution_team_id, n.at AS cv_next_order_at,
                        coalesce(n.at <= f.resolved_at + %s * interval '1 second', false) AS ret,
-                       coalesce(v.cents, 0) AS cv_ltv_cents
+                       coalesce(v.cents, 0) AS cv_ltv_cents, t.tail AS cv_tail
                 FROM {facts} f
                 LEFT JOIN LATERAL (SELECT min(o.placed_at) AS at FROM {orders} o
                                    WHERE o.customer_id = f.customer_id AND o.placed_at > f.resolved_at) n ON true
                 LEFT JOIN LATERAL (SELECT sum((o.amount * 100)::bigint) AS cents FROM {orders} o
                                    WHERE o.customer_id = f.customer_id
                                      AND o.placed_at < (f.resolved_day + 1)::timestamp AT TIME ZONE %s) v ON true
+                LEFT JOIN LATERAL (  -- orders of the next CAP local days: [[days after, cents]]
+                    SELECT jsonb_agg(jsonb_build_array(off, cents) ORDER BY off) AS tail
+                    FROM (SELECT (o.placed_at AT TIME ZONE %s)::date - f.resolved_day AS off,
+                                 sum((o.amount * 100)::bigint) AS cents
+                          FROM {orders} o
+                          WHERE o.customer_id = f.customer_id
+                            AND o.placed_at >= (f.resolved_day + 1)::timestamp AT TIME ZONE %s
+                            AND o.placed_at < (f.resolved_day + %s)::timestamp AT TIME ZONE %s
+                          GROUP BY 1) d) t ON true
                 WHERE f.customer_id IS NOT NULL AND f.resolved_day IS NOT NULL AND f.resolved_at IS NOT NULL),
             l AS (
-                SELECT conversation_id, cv_next_order_at, ret AS cv_retained, cv_ltv_cents, {', '.join(cols)}
+                SELECT conversation_id, cv_next_order_at, ret AS cv_retained, cv_ltv_cents, cv_tail,
+                       {', '.join(cols)}
                 FROM r WINDOW {', '.join(windows)})
             UPDATE {facts} t SET {sets} FROM l WHERE t.conversation_id = l.conversation_id""",
-                    [window, settings.TIME_ZONE])
+                    [window, settings.TIME_ZONE, settings.TIME_ZONE, settings.TIME_ZONE, link_rollup.CAP,
+                     settings.TIME_ZONE])
 
 
 def snapshot() -> dict:

@@ -314,7 +314,8 @@ def recompute_conversations(ids, now: datetime | None = None) -> None:
     ResponseFact.objects.bulk_create(_response_rows(new.values()))
     apply_delta(delta)
     histograms.apply(counts)
-    customer_links.refresh(customers)
+    # the rows of `ids` were deleted and written anew without links: their old links leave the rollup
+    customer_links.refresh(customers, removed=[f for cid, f in old.items() if cid in ids])
 
 
 def _clone(fact: ConversationFact) -> ConversationFact:

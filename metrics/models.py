@@ -183,6 +183,8 @@ class ConversationFact(models.Model):
     cv_next_order_at = models.DateTimeField(null=True)
     cv_retained = models.BooleanField(null=True)
     cv_ltv_cents = models.BigIntegerField(null=True)  # the customer's orders up to the end of resolved_day
+    # the customer's orders of the next local days, [[days after resolved_day, cents]] (metrics.link_rollup)
+    cv_tail = models.JSONField(null=True)
     cv_prev_all = models.DateField(null=True)
     cv_next_all = models.DateField(null=True)
     cv_retb_all = models.DateField(null=True)
@@ -310,6 +312,25 @@ class DailyRollup(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["day", "channel", "agent_id", "team_id"],
                                                name="rollup_unique_key")]
+
+
+class CustomerLinkDay(models.Model):
+    """Daily rollup of the customer links (metrics.link_rollup): per dimension (all, channel, agent,
+    team), its value ("" for none), the day of the resolutions and a kind of figure, a cumulative
+    array over the distance from that day to a bound of the period (b: the row's next-resolution
+    bucket for the kind TAIL, else 0)."""
+
+    dim = models.CharField(max_length=8)
+    value = models.CharField(max_length=64)
+    day = models.DateField()
+    kind = models.SmallIntegerField()
+    b = models.SmallIntegerField(default=0)
+    arr = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dim", "value", "day", "kind", "b"],
+                                               name="link_day_unique_key")]
+        indexes = [models.Index(fields=["dim", "day"], name="link_day_dim_day")]
 
 
 class DirtyConversation(models.Model):

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from customers.models import Order
 
+from .. import link_rollup
 from ..models import ConversationFact
 from .base import TIME_GROUPINGS, filter_dims, group_annotation, time_key
 from .resolution_time import DIMS
@@ -82,6 +83,8 @@ def groups(sel) -> dict:
             from .. import customer_links
 
             dim = links_dim(sel)
+            if dim is not None and (sel.end - sel.start).days < link_rollup.CAP and customer_links.rollup_usable():
+                return _groups_rollup(sel, dim)
             if dim is not None and customer_links.usable():
                 return _groups_links(sel, dim)
             return _groups_sql(sel)
@@ -167,6 +170,146 @@ def _groups_links(sel, dim: str) -> dict:
             out[_group_key(sel, g_value)] = {"customers": customers, "ltv_sum": Decimal(ltv) / 100,
                                              "retained": retained, "pending": pending,
                                              "lost": customers - retained - pending}
+    return out
+
+
+def _bounds(sel, day):
+    """(start, end) of the group of `day` within the period."""
+    g = sel.group_by
+    if g == "day":
+        return day, day
+    if g == "week":
+        lo = day - timedelta(days=day.weekday())
+        return max(lo, sel.start), min(lo + timedelta(days=6), sel.end)
+    if g == "month":
+        lo = day.replace(day=1)
+        hi = (lo + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+        return max(lo, sel.start), min(hi, sel.end)
+    return sel.start, sel.end
+
+
+def _rollup_key(sel, dim, value):
+    if sel.group_by is None:
+        return None
+    if sel.group_by in TIME_GROUPINGS:
+        return time_key(value, sel.group_by)
+    if not value:
+        return None
+    return value if dim == "channel" else int(value)
+
+
+def _groups_rollup(sel, dim: str) -> dict:
+    """`groups` from the daily rollup of the customer links (metrics.link_rollup): one row per day
+    and dimension value. Pending retention is derived: a group whose days all lie after the day
+    the retention window opened on (`d0`) has no lost customer, one before it no pending one; the
+    group that holds d0 counts its lost (or pending) customers on its facts on one side of d0."""
+    from ..models import CustomerLinkDay
+
+    window = timedelta(seconds=settings.RETENTION_WINDOW)
+    open_after = timezone.now() - window
+    d0 = timezone.localdate(open_after)
+    g = sel.group_by
+    timed = g in TIME_GROUPINGS
+    if g is None:
+        gexpr, gs, ge = "0", "%(s)s", "%(e)s"
+    elif g == "day":
+        gexpr, gs, ge = "day", "day", "day"
+    elif g == "week":
+        gexpr = "date_trunc('week', day)::date"
+        gs, ge = f"greatest({gexpr}, %(s)s)", f"least({gexpr} + 6, %(e)s)"
+    elif g == "month":
+        gexpr = "date_trunc('month', day)::date"
+        gs, ge = f"greatest({gexpr}, %(s)s)", f"least(({gexpr} + interval '1 month' - interval '1 day')::date, %(e)s)"
+    else:
+        gexpr, gs, ge = "value", "%(s)s", "%(e)s"
+    value = {"channel": sel.channel, "agent": sel.agent_id, "team": sel.team_id}.get(dim)
+    params = {"s": sel.start, "e": sel.end, "dim": dim, "value": link_rollup.dim_value(value)}
+    at = "coalesce(arr -> ({k}), arr -> -1)::bigint"
+    if timed:  # the tail orders of the group's last facts: rows of a next-resolution bucket past ge
+        tail, kinds = f"sum({at.format(k='%(e)s - day')}) FILTER (WHERE kind = 4 AND b > ge - day)", (0, 1, 2, 4)
+    else:
+        tail, kinds = f"sum({at.format(k='%(e)s - day')}) FILTER (WHERE kind = 3)", (0, 1, 2, 3)
+    sql = f"""
+        SELECT g, (sum({at.format(k='day - gs')}) FILTER (WHERE kind = 0))::bigint,
+               (sum({at.format(k='day - gs')}) FILTER (WHERE kind = 1))::bigint,
+               (coalesce(sum({at.format(k='ge - day')}) FILTER (WHERE kind = 2), 0) + coalesce({tail}, 0))::bigint
+        FROM (SELECT {gexpr} AS g, {gs} AS gs, {ge} AS ge, day, kind, b, arr
+              FROM {CustomerLinkDay._meta.db_table}
+              WHERE dim = %(dim)s AND day >= %(s)s AND day <= %(e)s AND kind IN {kinds}
+                    {"AND value = %(value)s" if value else ""}) r
+        GROUP BY g"""
+    out: dict = {}
+    firsts: dict = {}
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        for g_value, customers, retained, ltv in cur.fetchall():
+            if not customers:
+                continue
+            key = _rollup_key(sel, dim, g_value)
+            out[key] = {"customers": customers, "ltv_sum": Decimal(ltv) / 100, "retained": retained or 0,
+                        "pending": 0, "lost": 0}
+            firsts[key] = g_value
+    if not out:
+        return out
+    # pending: by the group's bounds against d0
+    straddle = None
+    for key, acc in out.items():
+        lo, hi = _bounds(sel, firsts[key]) if timed else (sel.start, sel.end)
+        if hi < d0:
+            acc["lost"] = acc["customers"] - acc["retained"]
+        elif lo > d0:
+            acc["pending"] = acc["customers"] - acc["retained"]
+        else:
+            straddle = (lo, hi)
+    if straddle is not None:
+        lo, hi = straddle
+        counted = _straddle(sel, dim, lo, hi, d0, open_after, value)
+        pending_side = (hi - d0).days <= (d0 - lo).days
+        for key, n in counted.items():
+            acc = out.get(key)
+            if acc is None:
+                continue
+            rest = acc["customers"] - acc["retained"]
+            acc["pending"], acc["lost"] = (n, rest - n) if pending_side else (rest - n, n)
+        for key, acc in out.items():  # straddling groups with no fact on the side read
+            lo_k, hi_k = _bounds(sel, firsts[key]) if timed else (sel.start, sel.end)
+            if lo_k <= d0 <= hi_k and key not in counted:
+                rest = acc["customers"] - acc["retained"]
+                acc["pending"], acc["lost"] = (0, rest) if pending_side else (rest, 0)
+    return out
+
+
+def _straddle(sel, dim, lo, hi, d0, open_after, value) -> dict:
+    """{group key: customers of the group [lo, hi] that is not retained whose last fact's window is
+    still open (the pending side, facts of [d0, hi]) or closed (the lost side, facts of [lo, d0]),
+    whichever side has fewer days."""
+    pending_side = (hi - d0).days <= (d0 - lo).days
+    g = sel.group_by
+    gexpr = DIMS[g] if g in DIMS else "0"
+    facts = ConversationFact._meta.db_table
+    where = ["resolved_day >= %(a)s", "resolved_day <= %(z)s", "customer_id IS NOT NULL", "cv_retained IS NOT NULL"]
+    params = {"a": d0 if pending_side else lo, "z": hi if pending_side else d0, "lo": lo, "hi": hi,
+              "open_after": open_after}
+    if value:
+        where.append(f"{DIMS[dim]} = %(value)s")
+        params["value"] = value
+    window = "resolved_at > %(open_after)s" if pending_side else "resolved_at <= %(open_after)s"
+    sql = f"""
+        SELECT {gexpr}, count(*) FROM {facts}
+        WHERE {' AND '.join(where)} AND (cv_next_{dim} IS NULL OR cv_next_{dim} > %(hi)s) AND NOT cv_retained
+              AND (cv_retb_{dim} IS NULL OR cv_retb_{dim} < %(lo)s) AND {window}
+        GROUP BY 1"""
+    out = {}
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        for g_value, n in cur.fetchall():
+            if g in TIME_GROUPINGS:
+                key = time_key(d0, g)
+            elif g is None:
+                key = None
+            else:
+                key = g_value or None
+            out[key] = n
     return out
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from customers import services as cust_services
 from customers.models import Customer, Order
-from metrics import customer_links
+from metrics import customer_links, link_rollup
 from metrics.kpis import customer_base
 from metrics.kpis.base import Selection
 from metrics.models import ConversationFact
@@ -87,6 +87,77 @@ def test_links_read_equals_fold(seed):
         Selection(today - timedelta(days=89), today))
 
 
+@pytest.mark.skipif(not PG, reason="the daily rollup of the links is read on PostgreSQL (SQLite folds per customer)")
+@pytest.mark.parametrize("seed,window_days", [(1, 90), (2, 30), (3, 150), (6, 1)])
+def test_rollup_read_equals_fold(seed, window_days):
+    """The figures from the daily rollup equal the per-customer fold, for periods before, across and
+    after the day the retention window opened on (the pending customers are derived there)."""
+    with override_settings(RETENTION_WINDOW=window_days * 86400):
+        _random_history(random.Random(seed), customers=15, facts=140, orders=60)
+        customer_links.rebuild()
+        assert customer_links.rollup_usable()
+        today = timezone.localdate()
+        compared = pending = lost = 0
+        sels = list(_selections(today)) + [Selection(today - timedelta(days=199), today - timedelta(days=160), g)
+                                           for g in (None, "week", "agent")]
+        for sel in sels:
+            dim = customer_base.links_dim(sel)
+            rolled = customer_base._groups_rollup(sel, dim)
+            assert rolled == customer_base._groups_fold(sel), sel
+            assert all(type(v[k]) is int for v in rolled.values() for k in ("customers", "retained", "pending", "lost"))
+            compared += bool(rolled)
+            pending += sum(v["pending"] for v in rolled.values())
+            lost += sum(v["lost"] for v in rolled.values())
+        assert compared > 20
+        assert lost or window_days > 90
+        assert pending or window_days == 1
+        assert customer_base.groups(Selection(today - timedelta(days=89), today, "week")) == customer_base._groups_fold(
+            Selection(today - timedelta(days=89), today, "week"))
+        # a period of CAP days or more reads the facts
+        long = Selection(today - timedelta(days=link_rollup.CAP), today)
+        assert customer_base.groups(long) == customer_base._groups_fold(long)
+
+
+@pytest.mark.skipif(not PG, reason="the daily rollup of the links is read on PostgreSQL (SQLite folds per customer)")
+def test_rollup_every_period_of_a_small_history():
+    """Every period of a small history with the edges on the same day: an order on the day of a
+    customer's next resolution, orders on resolution days, two resolutions on one day; periods
+    swept over all starts and ends, grouped and not, with the retention window opening inside."""
+    tz = ZoneInfo(settings.TIME_ZONE)
+    today = timezone.localdate()
+    custs = [Customer.objects.create(name=f"c{i}", first_seen_at=timezone.now(), last_seen_at=timezone.now())
+             for i in range(5)]
+
+    def day(n, hour=12):
+        return datetime.combine(today - timedelta(days=n), time(hour), tzinfo=tz)
+
+    facts = [(0, 40, "email", 1), (0, 30, "chat", 1), (0, 30, "email", 2), (0, 12, "email", 1),
+             (1, 38, "chat", 2), (1, 20, "chat", 2), (2, 33, "email", None), (2, 5, "email", 1),
+             (3, 41, "chat", 1), (3, 24, "email", 1), (4, 22, "chat", None), (4, 21, "chat", 2)]
+    ConversationFact.objects.bulk_create([
+        ConversationFact(conversation_id=500 + i, customer_id=custs[c].pk, started_at=day(n, 9),
+                         resolved_at=day(n, 10 + i % 3), resolved_day=today - timedelta(days=n), origin_kind=kind,
+                         resolution_agent_id=agent, resolution_team_id=None)
+        for i, (c, n, kind, agent) in enumerate(facts)])
+    for i, (c, n, hour) in enumerate([(0, 30, 23), (0, 35, 12), (0, 12, 8), (1, 20, 23), (1, 25, 1), (2, 30, 12),
+                                      (2, 6, 12)]):
+        Order.objects.create(customer=custs[c], external_id=f"s{i}", amount=Decimal(10 + i), placed_at=day(n, hour))
+    compared = lost = pending = 0
+    with override_settings(RETENTION_WINDOW=22 * 86400):  # d0 = today - 22
+        customer_links.rebuild()
+        assert ConversationFact.objects.filter(cv_tail__isnull=False).exists()
+        for lo in range(42, -1, -3):
+            for hi in range(lo, -1, -4):
+                for group_by in (None, "week", "agent", "channel"):
+                    sel = Selection(today - timedelta(days=lo), today - timedelta(days=hi), group_by)
+                    rolled = customer_base._groups_rollup(sel, customer_base.links_dim(sel))
+                    assert rolled == customer_base._groups_fold(sel), sel
+                    compared += bool(rolled)
+                    lost += sum(v["lost"] for v in rolled.values())
+                    pending += sum(v["pending"] for v in rolled.values())
+    assert compared > 250 and lost and pending
+
+
 def test_links_dim_coverage():
     d = timezone.localdate()
     assert customer_base.links_dim(Selection(d, d)) == "all"
@@ -108,7 +179,7 @@ def test_sql_rebuild_equals_python(seed):
     assert customer_links.snapshot() == by_sql
     assert any(v[1] for v in by_sql.values()) and any(v[1] is False for v in by_sql.values())
     fields = customer_links.FIELDS
-    for name in ("cv_ltv_cents", "cv_prev_all", "cv_next_agent", "cv_retb_all", "cv_retb_channel"):
+    for name in ("cv_ltv_cents", "cv_tail", "cv_prev_all", "cv_next_agent", "cv_retb_all", "cv_retb_channel"):
         assert any(v[fields.index(name)] for v in by_sql.values()), name
 
 
@@ -128,9 +199,11 @@ def test_incremental_refresh_equals_rebuild():
             o.save()
         else:
             Order.objects.order_by("?").first().delete()
-    incremental = customer_links.snapshot()
+    incremental, rolled = customer_links.snapshot(), link_rollup.snapshot()
     customer_links.rebuild()
     assert customer_links.snapshot() == incremental
+    assert link_rollup.snapshot() == rolled  # the daily rollup followed each refresh
+    assert any(k[3] == link_rollup.TAIL for k in rolled) and any(k[3] == link_rollup.RETAINED for k in rolled)
 
 
 def test_refresh_does_nothing_until_computed_and_reads_fall_back():
@@ -165,9 +238,10 @@ def test_engine_order_merge_keep_links_current(play, channels, personas):
     assert fact.cv_retained is False
 
     def assert_current():
-        got = customer_links.snapshot()
+        got, rolled = customer_links.snapshot(), link_rollup.snapshot()
         customer_links.rebuild()
         assert customer_links.snapshot() == got
+        assert link_rollup.snapshot() == rolled
 
     assert_current()
     # an order 5 days after kim's first resolution: retained
@@ -182,6 +256,21 @@ def test_engine_order_merge_keep_links_current(play, channels, personas):
                                placed_at=now - timedelta(days=19))
     cust_services.customer_merge(survivor=kim.customer, merged=lee.customer)
     assert ConversationFact.objects.get(conversation_id=kim2.pk).cv_retained is True
+    assert_current()
+    # a resolved conversation (links, rollup rows) reopened and resolved again: its fact is written
+    # anew, its old contribution leaves the rollup
+    play.reopen(kim, at(30))
+    play.resolve(kim, at(12))
+    assert ConversationFact.objects.get(conversation_id=kim.pk).resolved_day == timezone.localdate(
+        now - timedelta(days=12))
+    assert_current()
+    # merged away: its fact is deleted
+    from conversations import services as conv_services
+
+    kim.refresh_from_db()
+    kim2.refresh_from_db()
+    conv_services.merge_conversations(survivor=kim2, merged=kim)
+    assert not ConversationFact.objects.filter(conversation_id=kim.pk).exists()
     assert_current()
 
 
@@ -213,6 +302,7 @@ def test_import_refreshes_links(fold):
     facts = list(ConversationFact.objects.filter(resolved_day__isnull=False))
     assert len(facts) == 2 and all(f.cv_retained and f.cv_next_order_at for f in facts)
     engine.flush()
-    got = customer_links.snapshot()
+    got, rolled = customer_links.snapshot(), link_rollup.snapshot()
     customer_links.rebuild()
     assert customer_links.snapshot() == got
+    assert link_rollup.snapshot() == rolled

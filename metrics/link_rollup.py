@@ -1,0 +1,228 @@
+"""Daily rollup of the customer links: CLTV and retention of a period in one row per day and
+dimension value instead of one row per resolution (metrics.customer_links, KPI.md).
+
+A period's customer figures count each fact of the period against its own links (e.g. the
+customer is counted on its first fact of the group: `prev < gs`). Each condition compares a gap
+of the fact with the distance from its day to a bound of the period: with d the fact's day,
+gs/ge the bounds of its group and e the end of the period,
+
+* customers: `d - prev > d - gs` (no previous fact: always);
+* retained: the fact is retained and `d - retb > d - gs`;
+* lifetime value: on the last fact of the group (`next - d > ge - d`) its `cv_ltv_cents`, plus
+  the customer's orders placed on a later local day up to the end of the period (the fact's
+  `cv_tail`: [[days after d, cents]]; counted when `days <= e - d`).
+
+So for each (dimension, value, day) a cumulative array over that distance answers every
+period: `arr[k]` is the count (or sum) of the day's facts whose gap exceeds k. Rows
+(`CustomerLinkDay`): kind CUSTOMERS and RETAINED indexed by `d - gs`; LTV (`cv_ltv_cents`) by
+`ge - d`; TAIL_PERIOD (the tail orders of facts that are last of the period, `off <= k < next`)
+by `e - d`, for selections grouped by dimension or not grouped (ge = e); TAIL rows, one per
+`b = min(next - d, TAIL_NEXT)`, by `e - d`, for time groupings (ge - d < TAIL_NEXT).
+
+Arrays are kept short: `arr[k]` for k past the end is the last element. Gaps of CAP days or
+more (and missing neighbours) are stored as CAP, so the rollup answers periods shorter than CAP
+days; longer ones read the facts (metrics.kpis.customer_base). Pending retention depends on the
+clock (a window still open): it is derived, not stored (customer_base).
+
+Upkeep: `customer_links.refresh` subtracts the contribution of each fact row whose links it
+rewrites (and of the facts the engine deleted) and adds the new one (`add_fact`, `apply`);
+`rebuild` recomputes everything from the facts (the full recompute). A test compares the two.
+"""
+from __future__ import annotations
+
+from itertools import accumulate
+
+from django.db import connection
+
+CAP = 400  # days: periods up to CAP days read the rollup
+TAIL_NEXT = 31  # time groupings: a group spans at most 31 days (months)
+CUSTOMERS, RETAINED, LTV, TAIL_PERIOD, TAIL = 0, 1, 2, 3, 4
+LOCK = 7_240_013  # pg_advisory_xact_lock key: one writer of the rollup rows at a time
+DIM_FIELDS = {"all": None, "channel": "origin_kind", "agent": "resolution_agent_id", "team": "resolution_team_id"}
+
+
+def dim_value(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _gap(later, earlier) -> int:
+    if later is None or earlier is None:
+        return CAP
+    return min((later - earlier).days, CAP)
+
+
+def contributions(f):
+    """[(key, start, end, amount)]: the fact adds `amount` to `arr[k]` for start <= k < end of the
+    row `key` = (dim, value, day, kind, b). `f` maps field names to values (a fact's row)."""
+    if f["cv_retained"] is None or f["resolved_day"] is None or f.get("customer_id") is None:
+        return []
+    d = f["resolved_day"]
+    retained = f["cv_retained"]
+    ltv = f["cv_ltv_cents"] or 0
+    tail = f["cv_tail"] or ()
+    out = []
+    for dim, field in DIM_FIELDS.items():
+        v = "" if field is None else dim_value(f[field])
+        a = d - f[f"cv_prev_{dim}"] if f[f"cv_prev_{dim}"] is not None else None
+        out.append(((dim, v, d, CUSTOMERS, 0), 0, CAP if a is None else min(a.days, CAP), 1))
+        if retained:
+            out.append(((dim, v, d, RETAINED, 0), 0, _gap(d, f[f"cv_retb_{dim}"]), 1))
+        n = _gap(f[f"cv_next_{dim}"], d)
+        if ltv:
+            out.append(((dim, v, d, LTV, 0), 0, n, ltv))
+        b = min(n, TAIL_NEXT)
+        for off, cents in tail:
+            if off < n:
+                out.append(((dim, v, d, TAIL_PERIOD, 0), off, n, cents))
+            if b > 0:
+                out.append(((dim, v, d, TAIL, b), off, CAP, cents))
+    return out
+
+
+class Acc:
+    """Dense difference arrays per row key; `rows()` gives the trimmed cumulative arrays."""
+
+    def __init__(self):
+        self.diff: dict = {}
+        self.hi: dict = {}
+
+    def add(self, items, sign: int = 1) -> None:
+        diff, hi = self.diff, self.hi
+        for key, start, end, amount in items:
+            if start >= end:
+                continue
+            row = diff.get(key)
+            if row is None:
+                row = diff[key] = [0] * (CAP + 1)
+                hi[key] = 0
+            row[start] += sign * amount
+            row[end] -= sign * amount
+            top = end if end < CAP else start
+            if top > hi[key]:
+                hi[key] = top
+
+    def rows(self):
+        """(key, trimmed cumulative array) of every row touched (arrays may be all zeros)."""
+        for key, row in self.diff.items():
+            yield key, list(accumulate(row[:self.hi[key] + 1]))
+
+
+def _trim(arr: list) -> list:
+    n = len(arr)
+    while n > 1 and arr[n - 2] == arr[n - 1]:
+        n -= 1
+    return arr[:n]
+
+
+def _plus(a: list, b: list) -> list:
+    n = max(len(a), len(b))
+    a = a + [a[-1]] * (n - len(a))
+    b = b + [b[-1]] * (n - len(b))
+    return _trim([x + y for x, y in zip(a, b)])
+
+
+def _lock(cur) -> None:
+    if connection.vendor == "postgresql":
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK])
+
+
+def apply(acc: Acc) -> None:
+    """Add the accumulated differences to the stored rows (call in a transaction)."""
+    from .models import CustomerLinkDay
+
+    deltas = {key: arr for key, arr in acc.rows() if any(arr)}
+    if not deltas:
+        return
+    table = CustomerLinkDay._meta.db_table
+    keys = sorted(deltas, key=lambda k: (k[0], k[1], k[2], k[3], k[4]))
+    found = {}
+    with connection.cursor() as cur:
+        _lock(cur)
+        for i in range(0, len(keys), 150):
+            chunk = keys[i:i + 150]
+            values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+            params = [x for k in chunk for x in k]
+            cur.execute(f"""WITH v(dim, value, day, kind, b) AS (VALUES {values})
+                            SELECT t.id, t.dim, t.value, t.day, t.kind, t.b, t.arr FROM {table} t
+                            JOIN v ON t.dim = v.dim AND t.value = v.value AND t.day = v.day AND t.kind = v.kind
+                                      AND t.b = v.b""", params)
+            for rid, dim, value, day, kind, b, arr in cur.fetchall():
+                if isinstance(day, str):  # SQLite
+                    from datetime import date
+                    day = date.fromisoformat(day)
+                found[(dim, value, day, kind, b)] = (rid, arr)
+    create, update, delete = [], [], []
+    import json
+    for key in keys:
+        if key in found:
+            rid, arr = found[key]
+            if isinstance(arr, str):
+                arr = json.loads(arr)
+            new = _plus(arr, deltas[key])
+            if any(new):
+                update.append(CustomerLinkDay(id=rid, arr=new))
+            else:
+                delete.append(rid)
+        else:
+            create.append(CustomerLinkDay(dim=key[0], value=key[1], day=key[2], kind=key[3], b=key[4],
+                                          arr=_trim(deltas[key])))
+    if create:
+        CustomerLinkDay.objects.bulk_create(create, batch_size=1000)
+    if update:
+        CustomerLinkDay.objects.bulk_update(update, ["arr"], batch_size=1000)
+    if delete:
+        CustomerLinkDay.objects.filter(id__in=delete).delete()
+
+
+def fact_row(fact) -> dict:
+    """A ConversationFact instance as the mapping `contributions` reads."""
+    from .customer_links import FIELDS
+
+    return {name: getattr(fact, name) for name in (
+        "customer_id", "resolved_day", "origin_kind", "resolution_agent_id", "resolution_team_id", *FIELDS)}
+
+
+READ_FIELDS = ["customer_id", "resolved_day", "origin_kind", "resolution_agent_id", "resolution_team_id"]
+
+
+def rebuild() -> None:
+    """The whole rollup from the facts' links (call in the full recompute's transaction, after the
+    links): one streamed pass over the resolved facts."""
+    from .customer_links import FIELDS
+    from .models import ConversationFact, CustomerLinkDay
+
+    acc = Acc()
+    cols = [*READ_FIELDS, *FIELDS]
+    qs = (ConversationFact.objects.filter(cv_retained__isnull=False, customer_id__isnull=False)
+          .values_list(*cols))
+    for values in qs.iterator(chunk_size=20_000):
+        acc.add(contributions(dict(zip(cols, values))))
+    table = CustomerLinkDay._meta.db_table
+    with connection.cursor() as cur:
+        _lock(cur)
+        cur.execute(f"DELETE FROM {table}")
+    if connection.vendor == "postgresql":
+        import io
+
+        buf = io.StringIO()
+        for (dim, value, day, kind, b), arr in acc.rows():
+            if any(arr):
+                buf.write(f"{dim}\t{_copy_text(value)}\t{day.isoformat()}\t{kind}\t{b}\t[{','.join(map(str, arr))}]\n")
+        buf.seek(0)
+        with connection.cursor() as cur:
+            cur.copy_expert(f"COPY {table} (dim, value, day, kind, b, arr) FROM STDIN", buf)
+    else:
+        CustomerLinkDay.objects.bulk_create(
+            [CustomerLinkDay(dim=k[0], value=k[1], day=k[2], kind=k[3], b=k[4], arr=arr)
+             for k, arr in acc.rows() if any(arr)], batch_size=1000)
+
+
+def _copy_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def snapshot() -> dict:
+    """{(dim, value, day, kind, b): arr} of every row (tests: incremental == rebuild)."""
+    from .models import CustomerLinkDay
+
+    return {(r.dim, r.value, r.day, r.kind, r.b): r.arr for r in CustomerLinkDay.objects.all()}
