@@ -189,20 +189,23 @@ def refresh(customer_ids, window: int | None = None, removed=()) -> int:
     return written
 
 
-def rebuild() -> None:
-    """The links of every fact, computed with the current RETENTION_WINDOW (call in the full
-    recompute's transaction)."""
+def rebuild(rollup: bool = True) -> None:
+    """The links of every fact, computed with the current RETENTION_WINDOW, and their daily
+    rollup (call in the full recompute's transaction; with rollup=False the caller rebuilds the
+    rollup itself before committing: metrics.link_rollup.rebuild_in_background)."""
     from .models import ConversationFact
 
     window = int(settings.RETENTION_WINDOW)
     if connection.vendor == "postgresql":
         _rebuild_sql(window)
+        if rollup:
+            link_rollup.rebuild()
     else:
         ConversationFact.objects.filter(customer_id__isnull=True).update(**dict.fromkeys(FIELDS))
         customers = ConversationFact.objects.filter(customer_id__isnull=False).values_list(
             "customer_id", flat=True).distinct()
         refresh(list(customers), window=window)
-    link_rollup.rebuild()
+        link_rollup.rebuild()
     _set_state(window)
 
 
@@ -228,35 +231,39 @@ def _rebuild_sql(window: int) -> None:
         cur.execute(f"UPDATE {facts} SET {', '.join(f'{f} = NULL' for f in FIELDS)} "
                     f"WHERE (customer_id IS NULL OR resolved_day IS NULL OR resolved_at IS NULL) "
                     f"AND (cv_retained IS NOT NULL OR cv_next_order_at IS NOT NULL)")
+        # each resolved fact paired with its customer's orders (hash joins: no probe per fact)
+        resolved = "f.customer_id IS NOT NULL AND f.resolved_day IS NOT NULL AND f.resolved_at IS NOT NULL"
         cur.execute(f"""
-            WITH r AS (
+            WITH p AS (
+                SELECT f.conversation_id, o.placed_at, (o.amount * 100)::bigint AS cents,
+                       o.placed_at > f.resolved_at AS after,
+                       o.placed_at < (f.resolved_day + 1)::timestamp AT TIME ZONE %(tz)s AS upto,
+                       (o.placed_at AT TIME ZONE %(tz)s)::date - f.resolved_day AS off
+                FROM {facts} f JOIN {orders} o ON o.customer_id = f.customer_id
+                WHERE {resolved}),
+            po AS (  -- the first order after the resolution; the orders up to the end of its day
+                SELECT conversation_id, min(placed_at) FILTER (WHERE after) AS next_at,
+                       sum(cents) FILTER (WHERE upto) AS cents
+                FROM p GROUP BY conversation_id),
+            pt AS (  -- orders of the next CAP local days: [[days after, cents]]
+                SELECT conversation_id, jsonb_agg(jsonb_build_array(off, cents) ORDER BY off) AS tail
+                FROM (SELECT conversation_id, off, sum(cents) AS cents FROM p
+                      WHERE off >= 1 AND off < %(cap)s GROUP BY conversation_id, off) d
+                GROUP BY conversation_id),
+            r AS (
                 SELECT f.conversation_id, f.customer_id, f.resolved_day, f.resolved_at, f.origin_kind,
-                       f.resolution_agent_id, f.resolution_team_id, n.at AS cv_next_order_at,
-                       coalesce(n.at <= f.resolved_at + %s * interval '1 second', false) AS ret,
-                       coalesce(v.cents, 0) AS cv_ltv_cents, t.tail AS cv_tail
-                FROM {facts} f
-                LEFT JOIN LATERAL (SELECT min(o.placed_at) AS at FROM {orders} o
-                                   WHERE o.customer_id = f.customer_id AND o.placed_at > f.resolved_at) n ON true
-                LEFT JOIN LATERAL (SELECT sum((o.amount * 100)::bigint) AS cents FROM {orders} o
-                                   WHERE o.customer_id = f.customer_id
-                                     AND o.placed_at < (f.resolved_day + 1)::timestamp AT TIME ZONE %s) v ON true
-                LEFT JOIN LATERAL (  -- orders of the next CAP local days: [[days after, cents]]
-                    SELECT jsonb_agg(jsonb_build_array(off, cents) ORDER BY off) AS tail
-                    FROM (SELECT (o.placed_at AT TIME ZONE %s)::date - f.resolved_day AS off,
-                                 sum((o.amount * 100)::bigint) AS cents
-                          FROM {orders} o
-                          WHERE o.customer_id = f.customer_id
-                            AND o.placed_at >= (f.resolved_day + 1)::timestamp AT TIME ZONE %s
-                            AND o.placed_at < (f.resolved_day + %s)::timestamp AT TIME ZONE %s
-                          GROUP BY 1) d) t ON true
-                WHERE f.customer_id IS NOT NULL AND f.resolved_day IS NOT NULL AND f.resolved_at IS NOT NULL),
+                       f.resolution_agent_id, f.resolution_team_id, po.next_at AS cv_next_order_at,
+                       coalesce(po.next_at <= f.resolved_at + %(window)s * interval '1 second', false) AS ret,
+                       coalesce(po.cents, 0) AS cv_ltv_cents, pt.tail AS cv_tail
+                FROM {facts} f LEFT JOIN po ON po.conversation_id = f.conversation_id
+                LEFT JOIN pt ON pt.conversation_id = f.conversation_id
+                WHERE {resolved}),
             l AS (
                 SELECT conversation_id, cv_next_order_at, ret AS cv_retained, cv_ltv_cents, cv_tail,
                        {', '.join(cols)}
                 FROM r WINDOW {', '.join(windows)})
             UPDATE {facts} t SET {sets} FROM l WHERE t.conversation_id = l.conversation_id""",
-                    [window, settings.TIME_ZONE, settings.TIME_ZONE, settings.TIME_ZONE, link_rollup.CAP,
-                     settings.TIME_ZONE])
+                    {"tz": settings.TIME_ZONE, "cap": link_rollup.CAP, "window": window})
 
 
 def snapshot() -> dict:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from conversations.models import Conversation, ConversationEvent, EventKind
 
 from . import facts as F
-from . import customer_links, histograms, resultcache
+from . import customer_links, histograms, link_rollup, resultcache
 from .businesshours import local_day, schedules as load_schedules
 from .models import (
     ROLLUP_COLUMNS,
@@ -675,7 +675,9 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                     if progress:
                         progress(n, "conversations")
                 phases["fold+copy"] = time.monotonic() - t0 - sum(phases.values())
-                customer_links.rebuild()  # before the indexes: no index maintenance for the UPDATE
+                customer_links.rebuild(rollup=False)  # before the indexes: no index maintenance for the UPDATE
+                # their daily rollup: folded in a forked process beside the indexes and histograms
+                finish_link_rollup = link_rollup.rebuild_in_background()
                 phases["customer links"] = time.monotonic() - t0 - sum(phases.values())
                 for _name, sql in indexes:
                     cur.execute(sql)
@@ -685,6 +687,8 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                 phases["rollups"] = time.monotonic() - t0 - sum(phases.values())
                 histograms.rebuild(resplit=True)
                 phases["histograms"] = time.monotonic() - t0 - sum(phases.values())
+                finish_link_rollup()
+                phases["link rollup"] = time.monotonic() - t0 - sum(phases.values())
         finally:
             if pool is not None:
                 pool.terminate()

@@ -187,9 +187,15 @@ READ_FIELDS = ["customer_id", "resolved_day", "origin_kind", "resolution_agent_i
 
 def rebuild() -> None:
     """The whole rollup from the facts' links (call in the full recompute's transaction, after the
-    links): one streamed pass over the resolved facts."""
+    links): one streamed pass over the resolved facts; on PostgreSQL the gaps come computed and the
+    rows go back with COPY."""
+    from .models import CustomerLinkDay
+
+    if connection.vendor == "postgresql":
+        _write(_text(_fetch_pg()))
+        return
     from .customer_links import FIELDS
-    from .models import ConversationFact, CustomerLinkDay
+    from .models import ConversationFact
 
     acc = Acc()
     cols = [*READ_FIELDS, *FIELDS]
@@ -197,24 +203,161 @@ def rebuild() -> None:
           .values_list(*cols))
     for values in qs.iterator(chunk_size=20_000):
         acc.add(contributions(dict(zip(cols, values))))
+    with connection.cursor() as cur:
+        _lock(cur)
+        cur.execute(f"DELETE FROM {CustomerLinkDay._meta.db_table}")
+    CustomerLinkDay.objects.bulk_create(
+        [CustomerLinkDay(dim=k[0], value=k[1], day=k[2], kind=k[3], b=k[4], arr=arr)
+         for k, arr in acc.rows() if any(arr)], batch_size=1000)
+
+
+_FORKED: dict = {}
+
+
+def rebuild_in_background():
+    """`rebuild` on PostgreSQL with the Python fold in a forked process, so it runs beside the
+    caller's next statements (the full recompute's indexes and histograms). Reads the facts now,
+    in the caller's transaction; returns `finish()`, which writes the rows (same transaction)."""
+    import multiprocessing
+
+    _FORKED["rows"] = _fetch_pg()
+    try:
+        pool = multiprocessing.get_context("fork").Pool(1)
+    finally:
+        _FORKED.clear()  # the child has its copy
+    result = pool.apply_async(_forked_text)
+
+    def finish() -> None:
+        try:
+            text = result.get()
+        finally:
+            pool.terminate()  # no cleanup in the child: it holds a copy of our connection
+        _write(text)
+
+    return finish
+
+
+def _forked_text() -> str:
+    return _text(_FORKED["rows"])
+
+
+def _write(text: str) -> None:
+    import io
+
+    from .models import CustomerLinkDay
+
     table = CustomerLinkDay._meta.db_table
     with connection.cursor() as cur:
         _lock(cur)
         cur.execute(f"DELETE FROM {table}")
-    if connection.vendor == "postgresql":
-        import io
+        cur.copy_expert(f"COPY {table} (dim, value, day, kind, b, arr) FROM STDIN", io.StringIO(text), size=1 << 20)
 
-        buf = io.StringIO()
-        for (dim, value, day, kind, b), arr in acc.rows():
-            if any(arr):
-                buf.write(f"{dim}\t{_copy_text(value)}\t{day.isoformat()}\t{kind}\t{b}\t[{','.join(map(str, arr))}]\n")
-        buf.seek(0)
-        with connection.cursor() as cur:
-            cur.copy_expert(f"COPY {table} (dim, value, day, kind, b, arr) FROM STDIN", buf)
-    else:
-        CustomerLinkDay.objects.bulk_create(
-            [CustomerLinkDay(dim=k[0], value=k[1], day=k[2], kind=k[3], b=k[4], arr=arr)
-             for k, arr in acc.rows() if any(arr)], batch_size=1000)
+
+def _fetch_pg() -> list:
+    """The rows `_text` folds: per resolved fact its day, verdict, lifetime value, tail and per
+    dimension (value, gap to the previous, to the latest earlier retained, to the next), capped."""
+    from django.db import transaction
+
+    from .models import ConversationFact
+
+    facts = ConversationFact._meta.db_table
+    cols = []
+    for dim, field in DIM_FIELDS.items():
+        value = "''" if field is None else f"coalesce({field}::text, '')"
+        cols += [value, f"coalesce(least(resolved_day - cv_prev_{dim}, {CAP}), {CAP})",
+                 f"coalesce(least(resolved_day - cv_retb_{dim}, {CAP}), {CAP})",
+                 f"coalesce(least(cv_next_{dim} - resolved_day, {CAP}), {CAP})"]
+    sql = (f"SELECT resolved_day, cv_retained, coalesce(cv_ltv_cents, 0), cv_tail::text, {', '.join(cols)} "
+           f"FROM {facts} WHERE cv_retained IS NOT NULL AND customer_id IS NOT NULL")
+    with transaction.atomic(), connection.connection.cursor(name="link_rollup_rebuild") as cur:
+        cur.itersize = 50_000
+        cur.execute(sql)
+        return cur.fetchall()
+
+
+def _text(facts: list) -> str:
+    """`contributions` of every fetched fact (`_fetch_pg`: the same arithmetic; tests compare the
+    rollup with the generic fold) as COPY text of the rollup rows."""
+    import json
+    from datetime import date
+
+    # integer row keys (hashing tuples of dates was most of the time): ((dim value, day) * 8 + kind) * 64 + b
+    index: dict = {}
+    names: list = []
+    rows: dict = {}
+    size = CAP + 2  # the last slot: the highest limit below CAP (the trimmed length - 1)
+    dims = list(DIM_FIELDS)
+    for r in facts:
+        day = r[0].toordinal()
+        retained, ltv, tail = r[1], r[2], r[3]
+        tail = json.loads(tail) if tail else ()
+        for i in range(4):
+            j = 4 + 4 * i
+            v, a, b, n = r[j], r[j + 1], r[j + 2], r[j + 3]
+            dv = index.get((i, v))
+            if dv is None:
+                dv = index[(i, v)] = len(names)
+                names.append((dims[i], v))
+            base = (dv * 1_000_000 + day) * 512
+            if a > 0:
+                row = rows.get(base)
+                if row is None:
+                    row = rows[base] = [0] * size
+                row[0] += 1
+                row[a] -= 1
+                if a < CAP and a > row[-1]:
+                    row[-1] = a
+            if retained and b > 0:
+                key = base + RETAINED * 64
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = [0] * size
+                row[0] += 1
+                row[b] -= 1
+                if b < CAP and b > row[-1]:
+                    row[-1] = b
+            if ltv and n > 0:
+                key = base + LTV * 64
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = [0] * size
+                row[0] += ltv
+                row[n] -= ltv
+                if n < CAP and n > row[-1]:
+                    row[-1] = n
+            if tail:
+                bucket = min(n, TAIL_NEXT)
+                for off, cents in tail:
+                    if off < n:
+                        key = base + TAIL_PERIOD * 64
+                        row = rows.get(key)
+                        if row is None:
+                            row = rows[key] = [0] * size
+                        row[off] += cents
+                        row[n] -= cents
+                        top = n if n < CAP else off
+                        if top > row[-1]:
+                            row[-1] = top
+                    if bucket > 0:
+                        key = base + TAIL * 64 + bucket
+                        row = rows.get(key)
+                        if row is None:
+                            row = rows[key] = [0] * size
+                        row[off] += cents
+                        row[CAP] -= cents
+                        if off > row[-1]:
+                            row[-1] = off
+    out = []
+    for key, row in rows.items():
+        b = key % 64
+        kind = (key // 64) % 8
+        dv, day = divmod(key // 512, 1_000_000)
+        dim, v = names[dv]
+        arr = list(accumulate(row[:row[-1] + 1]))
+        if any(arr):
+            out.append(f"{dim}\t{_copy_text(v)}\t{date.fromordinal(day).isoformat()}\t{kind}\t{b}\t"
+                       f"[{','.join(map(str, arr))}]\n")
+    return "".join(out)
 
 
 def _copy_text(value: str) -> str:

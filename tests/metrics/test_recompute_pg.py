@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from conversations import services
 from metrics import engine, histograms
-from metrics.models import ConversationFact, DailyRollup, ResponseFact, SlaPolicy
+from metrics.models import ConversationFact, CustomerLinkDay, DailyRollup, ResponseFact, SlaPolicy
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL bulk path")]
@@ -53,7 +53,9 @@ def _snapshot():
         facts[f["conversation_id"]] = f
     responses = sorted((r["conversation_id"], r["at"], r["day"], r["seconds"], r["channel"], r["agent_id"],
                         r["team_id"]) for r in ResponseFact.objects.values())
-    return facts, responses, engine.rollup_snapshot(), histograms.snapshot()
+    from metrics import link_rollup
+
+    return facts, responses, engine.rollup_snapshot(), histograms.snapshot(), link_rollup.snapshot()
 
 
 def _indexes():
@@ -70,7 +72,16 @@ def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk,
     # both paths choose the histogram splits anew (here even for these few values) and alike
     monkeypatch.setattr(histograms, "SPLIT_MIN_VALUES", 1)
     monkeypatch.setattr(histograms, "SPLIT_QUANTILES", 8)
-    _scenario(play, channels, personas)
+    from decimal import Decimal
+
+    from customers.models import Order
+
+    convs = _scenario(play, channels, personas)
+    for n, conv in enumerate(convs):  # orders around the resolutions: retention, lifetime value, tails
+        conv.refresh_from_db()
+        for days in (-3, 2, 20):
+            Order.objects.create(customer_id=conv.customer_id, external_id=f"o{n}{days}", amount=Decimal("12.34"),
+                                 placed_at=conv.created_at + timedelta(days=days + n))
     total = Conversation.objects.count()
     indexes = _indexes()
     now = timezone.now()
@@ -79,8 +90,10 @@ def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk,
     splits = histograms.stored_splits()
     assert splits.get("rt") and splits.get("frt")
     assert len(generic[0]) == total and generic[1] and generic[2] and generic[3]
+    assert any(key[3] == 4 for key in generic[4]) and any(f["cv_retained"] for f in generic[0].values())
     assert any(f["reopens"] for f in generic[0].values()) and any(f["fcr"] is not None for f in generic[0].values())
     DailyRollup.objects.all().delete()
+    CustomerLinkDay.objects.all().delete()  # the bulk path writes them anew
     assert engine._recompute_all_pg(None, now, chunk=chunk, workers=workers) == total
     assert _snapshot() == generic and histograms.stored_splits() == splits
     assert _indexes() == indexes  # dropped for the load and rebuilt
