@@ -106,7 +106,8 @@ def ingest(msg: InboundMessage, *, savepoint: bool = True) -> IngestResult:
     run after commit.
 
     savepoint=False, inside the caller's transaction: no savepoint of its own
-    (SAVEPOINT and RELEASE are two round trips). A repeated delivery then
+    (SAVEPOINT and RELEASE are two round trips), nor around a new customer.
+    A repeated delivery (or a concurrent one creating the same customer) then
     raises IntegrityError and the caller's whole transaction is lost: only for
     callers that run it again with the default (channels_app.services.
     envelope_store_and_process).
@@ -114,7 +115,7 @@ def ingest(msg: InboundMessage, *, savepoint: bool = True) -> IngestResult:
     identities = _normalized_identities(msg)
     if not savepoint:
         with transaction.atomic(savepoint=False):
-            return _ingest(msg, identities)
+            return _ingest(msg, identities, savepoint=False)
     try:
         with transaction.atomic():
             return _ingest(msg, identities)
@@ -128,7 +129,7 @@ def ingest(msg: InboundMessage, *, savepoint: bool = True) -> IngestResult:
         return IngestResult(existing, created=False)
 
 
-def _ingest(msg: InboundMessage, identities) -> IngestResult:
+def _ingest(msg: InboundMessage, identities, savepoint: bool = True) -> IngestResult:
     now = timezone.now()
     at = msg.created_at or now
     channel = msg.channel
@@ -137,12 +138,12 @@ def _ingest(msg: InboundMessage, identities) -> IngestResult:
     # of the same customer at the same instant must agree on one conversation.
     # The lookup locks the customer row (PostgreSQL); a customer created here is
     # invisible to others until commit; SQLite serializes whole transactions.
-    customer, _new = customer_resolve(identities=identities, name=msg.name, at=at, language=msg.language,
-                                      lock=True)
+    customer, new_customer = customer_resolve(identities=identities, name=msg.name, at=at, language=msg.language,
+                                              lock=True, savepoint=savepoint)
     if not connection.features.has_select_for_update_of and connection.features.has_select_for_update:
         customer = Customer.objects.select_for_update().get(pk=customer.pk)
 
-    conversation, reopen = _thread(msg, customer, at)
+    conversation, reopen = _thread(msg, customer, at, new_customer=new_customer)
     conversation_created = conversation is None
     if conversation_created:
         conversation = Conversation.objects.create(
@@ -189,9 +190,9 @@ def _ingest(msg: InboundMessage, identities) -> IngestResult:
 
     from metrics import engine as metrics_engine
 
-    if FAST_INGEST_WRITES and connection.vendor == "postgresql":
+    fast = FAST_INGEST_WRITES and connection.vendor == "postgresql"
+    if fast:
         _ingest_writes_one_statement(message, events, conversation, updates, customer, cust_updates)
-        transaction.on_commit(metrics_engine._flush_unless_suspended)
     else:
         message.save(force_insert=True)
         ConversationEvent.objects.bulk_create(events)
@@ -205,6 +206,9 @@ def _ingest(msg: InboundMessage, identities) -> IngestResult:
         setattr(conversation, key, value)
     message.conversation = conversation
     transaction.on_commit(lambda: _after_ingest(message, conversation_created))
+    if fast:
+        # after the publish: the agents see the message one cache round trip sooner
+        transaction.on_commit(metrics_engine._flush_unless_suspended)
     return IngestResult(message, created=True, conversation_created=conversation_created, reopened=reopen,
                         channel_switched=bool(switched))
 
@@ -331,10 +335,13 @@ def _preview(msg: InboundMessage) -> str:
     return text[0][:120] if text else ""
 
 
-def _thread(msg: InboundMessage, customer: Customer, at: datetime) -> tuple[Conversation | None, bool]:
+def _thread(msg: InboundMessage, customer: Customer, at: datetime, *,
+            new_customer: bool = False) -> tuple[Conversation | None, bool]:
     """Pick the conversation for this message (ARCHITECTURE.md threading rules).
 
     Returns (conversation or None for a new one, whether it is reopened).
+    new_customer: the customer was created in this transaction, so has no
+    conversation to join or reopen (two queries less for a first message).
     """
     explicit = _explicit_conversation(msg, customer)
     if explicit is not None:
@@ -347,7 +354,7 @@ def _thread(msg: InboundMessage, customer: Customer, at: datetime) -> tuple[Conv
             return explicit, True
         msg.meta["_follow_up_of"] = explicit
         return None, False
-    if msg.new_conversation:
+    if msg.new_conversation or new_customer:
         return None, False
 
     # with its team, as of now: auto-assignment's `wants` skips the task for a manual team
