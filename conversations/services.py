@@ -145,12 +145,15 @@ def _ingest(msg: InboundMessage, identities, savepoint: bool = True) -> IngestRe
 
     conversation, reopen = _thread(msg, customer, at, new_customer=new_customer)
     conversation_created = conversation is None
+    fast = FAST_INGEST_WRITES and connection.vendor == "postgresql"
     if conversation_created:
-        conversation = Conversation.objects.create(
+        conversation = Conversation(
             customer=customer, subject=(msg.subject or _preview(msg))[:300], status=Status.OPEN,
             team=channel.team, origin_channel=channel, origin_kind=kind, created_at=at, updated_at=now,
             follow_up_of=msg.meta.get("_follow_up_of"),
         )
+        if not fast:  # else inserted by _ingest_writes_one_statement, with the message
+            conversation.save(force_insert=True)
     body_html = sanitize_html(msg.html) if msg.html else ""
     text = msg.text or (html_to_text(body_html) if body_html else "")
     meta = {k: v for k, v in msg.meta.items() if not k.startswith("_")}
@@ -190,7 +193,6 @@ def _ingest(msg: InboundMessage, identities, savepoint: bool = True) -> IngestRe
 
     from metrics import engine as metrics_engine
 
-    fast = FAST_INGEST_WRITES and connection.vendor == "postgresql"
     if fast:
         _ingest_writes_one_statement(message, events, conversation, updates, customer, cust_updates)
     else:
@@ -253,30 +255,51 @@ def _ingest_writes_one_statement(message, events, conversation, updates, custome
     """The generic path's five writes in one round trip (PostgreSQL only):
     INSERT message RETURNING id, INSERT events (the message_in one pointing at
     it), UPDATE conversation, UPDATE customer, mark the conversation dirty for
-    metrics. Rows are identical to the generic path's (tests compare them)."""
+    metrics. Rows are identical to the generic path's (tests compare them).
+
+    A new conversation (not saved yet, `conversation.pk` None) is inserted by
+    the same statement, with `updates` and its first message counted, instead
+    of INSERT and UPDATE: one round trip less for a first message."""
     qn = connection.ops.quote_name
     parts, params = [], []
-    cols, marks, vals = _insert_columns(message)
+    conv_pk = qn(Conversation._meta.pk.column)
+    new_conversation = conversation.pk is None
+    if new_conversation:
+        for name, value in updates.items():
+            setattr(conversation, name, value)
+        conversation.message_count += 1
+        cols, marks, vals = _insert_columns(conversation)
+        parts.append(f"cv AS (INSERT INTO {qn(Conversation._meta.db_table)} ({', '.join(cols)}) "
+                     f"VALUES ({', '.join(marks)}) RETURNING {conv_pk})")
+        params += vals
+        conv_ref = {Message._meta.get_field("conversation").column: f"(SELECT {conv_pk} FROM cv)"}
+    else:
+        conv_ref = {}
+    cols, marks, vals = _insert_columns(message, conv_ref)
     parts.append(f"m AS (INSERT INTO {qn(Message._meta.db_table)} ({', '.join(cols)}) "
                  f"VALUES ({', '.join(marks)}) RETURNING {qn(Message._meta.pk.column)})")
     params += vals
     rows = []
+    event_conv = ({ConversationEvent._meta.get_field("conversation").column: f"(SELECT {conv_pk} FROM cv)"}
+                  if new_conversation else {})
     for event in events:
         if event.message is message:
             event.message = None  # its id comes from `m`
-            cols, marks, vals = _insert_columns(event, {ConversationEvent._meta.get_field("message").column:
+            cols, marks, vals = _insert_columns(event, {**event_conv,
+                                                        ConversationEvent._meta.get_field("message").column:
                                                         f"(SELECT {qn(Message._meta.pk.column)} FROM m)"})
         else:
-            cols, marks, vals = _insert_columns(event)
+            cols, marks, vals = _insert_columns(event, event_conv)
         rows.append(f"({', '.join(marks)})")
         params += vals
     parts.append(f"e AS (INSERT INTO {qn(ConversationEvent._meta.db_table)} ({', '.join(cols)}) "
                  f"VALUES {', '.join(rows)})")
-    sets, vals = _update_sets(Conversation, updates)
-    count = qn(Conversation._meta.get_field("message_count").column)
-    parts.append(f"c AS (UPDATE {qn(Conversation._meta.db_table)} SET {count} = {count} + 1"
-                 f"{''.join(', ' + s for s in sets)} WHERE {qn(Conversation._meta.pk.column)} = %s)")
-    params += vals + [conversation.pk]
+    if not new_conversation:
+        sets, vals = _update_sets(Conversation, updates)
+        count = qn(Conversation._meta.get_field("message_count").column)
+        parts.append(f"c AS (UPDATE {qn(Conversation._meta.db_table)} SET {count} = {count} + 1"
+                     f"{''.join(', ' + s for s in sets)} WHERE {conv_pk} = %s)")
+        params += vals + [conversation.pk]
     if cust_updates:
         sets, vals = _update_sets(Customer, cust_updates)
         parts.append(f"u AS (UPDATE {qn(Customer._meta.db_table)} SET {', '.join(sets)} "
@@ -284,15 +307,28 @@ def _ingest_writes_one_statement(message, events, conversation, updates, custome
         params += vals + [customer.pk]
     from metrics.models import DirtyConversation
 
-    parts.append(f"d AS (INSERT INTO {qn(DirtyConversation._meta.db_table)} (conversation_id, marked_at) "
-                 f"VALUES (%s, %s) ON CONFLICT DO NOTHING)")
-    params += [conversation.pk, timezone.now()]
+    if new_conversation:
+        parts.append(f"d AS (INSERT INTO {qn(DirtyConversation._meta.db_table)} (conversation_id, marked_at) "
+                     f"VALUES ((SELECT {conv_pk} FROM cv), %s) ON CONFLICT DO NOTHING)")
+        params += [timezone.now()]
+    else:
+        parts.append(f"d AS (INSERT INTO {qn(DirtyConversation._meta.db_table)} (conversation_id, marked_at) "
+                     f"VALUES (%s, %s) ON CONFLICT DO NOTHING)")
+        params += [conversation.pk, timezone.now()]
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} SELECT {qn(Message._meta.pk.column)} FROM m", params)
-        message.pk = cursor.fetchone()[0]
+        cursor.execute(f"WITH {', '.join(parts)} SELECT {qn(Message._meta.pk.column)}, "
+                       f"{f'(SELECT {conv_pk} FROM cv)' if new_conversation else 'NULL'} FROM m", params)
+        message.pk, conv_id = cursor.fetchone()
+    if new_conversation:
+        conversation.pk = conv_id
+        conversation._state.adding = False
+        conversation._state.db = connection.alias
+        message.conversation = conversation
     message._state.adding = False
     message._state.db = connection.alias
     for event in events:
+        if new_conversation:
+            event.conversation = conversation
         if event.message_id is None and event.kind == EventKind.MESSAGE_IN:
             event.message = message
 

@@ -247,13 +247,15 @@ def test_a_visitor_message_is_stored_in_seven_statements(personas, chat, monkeyp
     assert message.envelope.message_ids == [message.pk]
 
 
-def test_a_new_visitors_first_message_is_stored_in_nine_statements(personas, chat, monkeypatch):
+def test_a_new_visitors_first_message_is_stored_in_eight_statements(personas, chat, monkeypatch):
     """A first message from an unknown visitor: the customer is created in the
     transaction without a savepoint of its own (a concurrent twin loses the
     whole transaction and is run again, as a repeated delivery is), and a
     customer created here has no conversation to join or reopen, so neither is
-    looked up. Before: SAVEPOINT and RELEASE around the customer and two
-    conversation lookups (open, recently resolved), thirteen statements."""
+    looked up; the new conversation is inserted by the statement that writes
+    the message. Before: SAVEPOINT and RELEASE around the customer, two
+    conversation lookups (open, recently resolved) and the conversation's own
+    INSERT, thirteen statements."""
     from django.test.utils import CaptureQueriesContext
 
     from channels_app.models import Channel
@@ -277,12 +279,14 @@ def test_a_new_visitors_first_message_is_stored_in_nine_statements(personas, cha
         "SELECT customers_identity FOR UPDATE",  # nobody owns the visitor id
         "INSERT customers_customer",
         "INSERT customers_identity",
-        "INSERT conversations_conversation",
-        "WITH conversations_message",
+        "WITH conversations_conversation",  # conversation, message, event, customer, metrics mark
         "UPDATE channels_app_inboundenvelope",
         "COMMIT",
     ]
     message = Message.objects.select_related("conversation__customer").get(body_text="hello")
+    assert message.conversation.message_count == 1 and message.conversation.last_message_preview == "hello"
+    assert list(message.conversation.events.values_list("kind", "message_id")) == [
+        ("created", None), ("message_in", message.pk)]
     assert message.conversation_id == conversation_id and message.envelope.status == "processed"
     assert message.conversation.customer.identities.get().value == "v-first"
 
