@@ -71,12 +71,19 @@ def find_customer(identities: list[tuple[str, str]]) -> Customer | None:
 
 
 def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: datetime | None = None,
-                     language: str = "", lock: bool = False) -> tuple[Customer, bool]:
+                     language: str = "", lock: bool = False, savepoint: bool = True) -> tuple[Customer, bool]:
     """Return the customer owning any of these identities, creating one if none does.
+    The flag: whether the customer was created here (in this transaction).
 
     Identities must be normalized. Safe under concurrency: two callers with the
     same new identity get the same customer (the unique constraint decides and
     the loser re-reads). Must run inside a transaction.
+
+    savepoint=False: a new customer is created without a savepoint of its own
+    (SAVEPOINT and RELEASE are two round trips); the loser of that race then
+    gets IntegrityError with the caller's whole transaction lost, for callers
+    that run it again with the default (conversations.services.ingest with
+    savepoint=False, from channels_app.services.envelope_store_and_process).
     """
     at = at or timezone.now()
     for _attempt in range(3):
@@ -93,7 +100,7 @@ def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: d
                 Customer.objects.filter(pk=customer.pk, name="").update(name=customer.name)
             return customer, False
         try:
-            with transaction.atomic():
+            with transaction.atomic(savepoint=savepoint):
                 customer = Customer.objects.create(name=name[:200], first_seen_at=at, last_seen_at=at,
                                                    created_at=min(at, timezone.now()), language=language[:10])
                 Identity.objects.bulk_create(
@@ -101,6 +108,8 @@ def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: d
                 )
             return customer, True
         except IntegrityError:
+            if not savepoint:
+                raise  # the transaction is lost: the caller runs it again
             continue  # somebody else created it first: read theirs
     raise RuntimeError("customer_resolve could not settle on a customer")
 

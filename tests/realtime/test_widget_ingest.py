@@ -247,6 +247,69 @@ def test_a_visitor_message_is_stored_in_seven_statements(personas, chat, monkeyp
     assert message.envelope.message_ids == [message.pk]
 
 
+def test_a_new_visitors_first_message_is_stored_in_eight_statements(personas, chat, monkeypatch):
+    """A first message from an unknown visitor: the customer is created in the
+    transaction without a savepoint of its own (a concurrent twin loses the
+    whole transaction and is run again, as a repeated delivery is), and a
+    customer created here has no conversation to join or reopen, so neither is
+    looked up; the new conversation is inserted by the statement that writes
+    the message. Before: SAVEPOINT and RELEASE around the customer, two
+    conversation lookups (open, recently resolved) and the conversation's own
+    INSERT, thirteen statements."""
+    from django.test.utils import CaptureQueriesContext
+
+    from channels_app.models import Channel
+    from conversations import automation
+    from metrics import engine
+
+    monkeypatch.setattr(automation, "wanted", lambda *args: False)
+    monkeypatch.setattr(engine, "_flush_unless_suspended", lambda: None)
+    channel = Channel.objects.select_related("team").get(pk=chat.pk)
+    from helpdesk import webhooks
+
+    webhooks._wanted_events()  # cached (as after any earlier message), not this path's
+    body = {"visitor": "v-first", "text": "hello", "client_id": "c0", "page": "", "language": "en"}
+    with CaptureQueriesContext(connection) as queries:
+        hit, frame, conversation_id = consumers.throttle_and_ingest(
+            channel, "v-first", "http://localhost", "127.0.0.1", body)
+    assert frame["type"] == "sent" and frame["message"]["text"] == "hello"
+    assert [_statement(q["sql"]) for q in queries.captured_queries] == [
+        "BEGIN",
+        "INSERT channels_app_inboundenvelope",
+        "SELECT customers_identity FOR UPDATE",  # nobody owns the visitor id
+        "INSERT customers_customer",
+        "INSERT customers_identity",
+        "WITH conversations_conversation",  # conversation, message, event, customer, metrics mark
+        "UPDATE channels_app_inboundenvelope",
+        "COMMIT",
+    ]
+    message = Message.objects.select_related("conversation__customer").get(body_text="hello")
+    assert message.conversation.message_count == 1 and message.conversation.last_message_preview == "hello"
+    assert list(message.conversation.events.values_list("kind", "message_id")) == [
+        ("created", None), ("message_in", message.pk)]
+    assert message.conversation_id == conversation_id and message.envelope.status == "processed"
+    assert message.conversation.customer.identities.get().value == "v-first"
+
+
+def test_the_agents_are_told_before_the_metrics_flush_is_scheduled(personas, chat, monkeypatch):
+    """After commit the publish to the agents' sockets runs first; the metrics
+    flush (a cache round trip) after it."""
+    from conversations import realtime
+    from metrics import engine
+
+    order = []
+    real_publish = realtime.publish_message
+    monkeypatch.setattr(realtime, "publish_message",
+                        lambda *a, **k: (order.append("publish"), real_publish(*a, **k)))
+    monkeypatch.setattr(engine, "_flush_unless_suspended", lambda: order.append("metrics"))
+    for visitor in ("v-order", "v-order"):  # a new customer, then a known one
+        order.clear()
+        consumers.throttle_and_ingest(chat, visitor, "http://localhost", "127.0.0.1",
+                                      {"visitor": visitor, "text": "hi", "client_id": str(time.time()),
+                                       "language": "en"})
+        assert order == ["publish", "metrics"]
+
+
 def test_concurrent_copies_of_a_visitor_message_store_one_message(personas, chat):
     """The ingest has no savepoint of its own on the widget's path: a copy of a
     message that is stored (or being stored) fails the unique key, loses its
