@@ -104,6 +104,22 @@ def links_dim(sel) -> str | None:
     return dims.pop() if dims else "all"
 
 
+def _group_sql(g, day: str, column) -> tuple[str, str, str]:
+    """SQL of the group key and of its first and last day within the period (%(s)s .. %(e)s), for
+    rows dated by the column `day`; `column` holds the value of a dimension grouping."""
+    if g is None:
+        return "0", "%(s)s", "%(e)s"
+    if g == "day":
+        return day, day, day
+    if g == "week":
+        key = f"date_trunc('week', {day})::date"
+        return key, f"greatest({key}, %(s)s)", f"least({key} + 6, %(e)s)"
+    if g == "month":
+        key = f"date_trunc('month', {day})::date"
+        return key, f"greatest({key}, %(s)s)", f"least(({key} + interval '1 month' - interval '1 day')::date, %(e)s)"
+    return column, "%(s)s", "%(e)s"
+
+
 def _groups_links(sel, dim: str) -> dict:
     """`groups` from the customer links, in one pass over the period's facts (index-only) plus a
     hash join of the orders on each customer's last fact of the period (metrics.customer_links)."""
@@ -111,18 +127,7 @@ def _groups_links(sel, dim: str) -> dict:
 
     window = timedelta(seconds=settings.RETENTION_WINDOW)
     g = sel.group_by
-    if g is None:
-        gexpr, gs, ge = "0", "%(s)s", "%(e)s"
-    elif g == "day":
-        gexpr, gs, ge = "resolved_day", "resolved_day", "resolved_day"
-    elif g == "week":
-        gexpr = "date_trunc('week', resolved_day)::date"
-        gs, ge = f"greatest({gexpr}, %(s)s)", f"least({gexpr} + 6, %(e)s)"
-    elif g == "month":
-        gexpr = "date_trunc('month', resolved_day)::date"
-        gs, ge = f"greatest({gexpr}, %(s)s)", f"least(({gexpr} + interval '1 month' - interval '1 day')::date, %(e)s)"
-    else:
-        gexpr, gs, ge = DIMS[g], "%(s)s", "%(e)s"
+    gexpr, gs, ge = _group_sql(g, "resolved_day", DIMS.get(g))
     where = ["resolved_day >= %(s)s", "resolved_day <= %(e)s", "customer_id IS NOT NULL"]
     params = {"s": sel.start, "e": sel.end, "end_at": sel.end_at, "open_after": timezone.now() - window}
     for name, value in (("channel", sel.channel), ("agent", sel.agent_id), ("team", sel.team_id)):
@@ -210,18 +215,7 @@ def _groups_rollup(sel, dim: str) -> dict:
     d0 = timezone.localdate(open_after)
     g = sel.group_by
     timed = g in TIME_GROUPINGS
-    if g is None:
-        gexpr, gs, ge = "0", "%(s)s", "%(e)s"
-    elif g == "day":
-        gexpr, gs, ge = "day", "day", "day"
-    elif g == "week":
-        gexpr = "date_trunc('week', day)::date"
-        gs, ge = f"greatest({gexpr}, %(s)s)", f"least({gexpr} + 6, %(e)s)"
-    elif g == "month":
-        gexpr = "date_trunc('month', day)::date"
-        gs, ge = f"greatest({gexpr}, %(s)s)", f"least(({gexpr} + interval '1 month' - interval '1 day')::date, %(e)s)"
-    else:
-        gexpr, gs, ge = "value", "%(s)s", "%(e)s"
+    gexpr, gs, ge = _group_sql(g, "day", "value")
     value = {"channel": sel.channel, "agent": sel.agent_id, "team": sel.team_id}.get(dim)
     params = {"s": sel.start, "e": sel.end, "dim": dim, "value": link_rollup.dim_value(value)}
     at = "coalesce(arr -> ({k}), arr -> -1)::bigint"
