@@ -655,7 +655,7 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
             workers = int_setting("METRICS_RECOMPUTE_WORKERS", 0) or min(4, os.cpu_count() or 1)
         acc: dict[str, dict[str, int]] = {}
         connection.ensure_connection()
-        pool = None
+        pool = finish_link_rollup = None
         if workers > 1 and len(ranges) > 1:
             pool = multiprocessing.get_context("fork").Pool(workers)
             results = pool.imap(_worker_fold, ranges)
@@ -690,6 +690,8 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                 finish_link_rollup()
                 phases["link rollup"] = time.monotonic() - t0 - sum(phases.values())
         finally:
+            if finish_link_rollup is not None:
+                finish_link_rollup.cancel()  # finished or failed: no child left behind
             if pool is not None:
                 pool.terminate()
             _JOB.clear()

@@ -25,11 +25,14 @@ days; longer ones read the facts (metrics.kpis.customer_base). Pending retention
 clock (a window still open): it is derived, not stored (customer_base).
 
 Upkeep: `customer_links.refresh` subtracts the contribution of each fact row whose links it
-rewrites (and of the facts the engine deleted) and adds the new one (`add_fact`, `apply`);
+rewrites (and of the facts the engine deleted) and adds the new one (`contributions`, `Acc`,
+`apply`);
 `rebuild` recomputes everything from the facts (the full recompute). A test compares the two.
 """
 from __future__ import annotations
 
+import json
+from datetime import date
 from itertools import accumulate
 
 from django.db import connection
@@ -134,7 +137,7 @@ def apply(acc: Acc) -> None:
     if not deltas:
         return
     table = CustomerLinkDay._meta.db_table
-    keys = sorted(deltas, key=lambda k: (k[0], k[1], k[2], k[3], k[4]))
+    keys = sorted(deltas)
     found = {}
     with connection.cursor() as cur:
         _lock(cur)
@@ -148,11 +151,9 @@ def apply(acc: Acc) -> None:
                                       AND t.b = v.b""", params)
             for rid, dim, value, day, kind, b, arr in cur.fetchall():
                 if isinstance(day, str):  # SQLite
-                    from datetime import date
                     day = date.fromisoformat(day)
                 found[(dim, value, day, kind, b)] = (rid, arr)
     create, update, delete = [], [], []
-    import json
     for key in keys:
         if key in found:
             rid, arr = found[key]
@@ -174,15 +175,14 @@ def apply(acc: Acc) -> None:
         CustomerLinkDay.objects.filter(id__in=delete).delete()
 
 
+READ_FIELDS = ["customer_id", "resolved_day", "origin_kind", "resolution_agent_id", "resolution_team_id"]
+
+
 def fact_row(fact) -> dict:
     """A ConversationFact instance as the mapping `contributions` reads."""
     from .customer_links import FIELDS
 
-    return {name: getattr(fact, name) for name in (
-        "customer_id", "resolved_day", "origin_kind", "resolution_agent_id", "resolution_team_id", *FIELDS)}
-
-
-READ_FIELDS = ["customer_id", "resolved_day", "origin_kind", "resolution_agent_id", "resolution_team_id"]
+    return {name: getattr(fact, name) for name in (*READ_FIELDS, *FIELDS)}
 
 
 def rebuild() -> None:
@@ -217,7 +217,8 @@ _FORKED: dict = {}
 def rebuild_in_background():
     """`rebuild` on PostgreSQL with the Python fold in a forked process, so it runs beside the
     caller's next statements (the full recompute's indexes and histograms). Reads the facts now,
-    in the caller's transaction; returns `finish()`, which writes the rows (same transaction)."""
+    in the caller's transaction; returns `finish()`, which writes the rows (same transaction);
+    `finish.cancel()` stops the child when the caller fails before finishing."""
     import multiprocessing
 
     _FORKED["rows"] = _fetch_pg()
@@ -234,6 +235,7 @@ def rebuild_in_background():
             pool.terminate()  # no cleanup in the child: it holds a copy of our connection
         _write(text)
 
+    finish.cancel = pool.terminate
     return finish
 
 
@@ -278,8 +280,7 @@ def _fetch_pg() -> list:
 def _text(facts: list) -> str:
     """`contributions` of every fetched fact (`_fetch_pg`: the same arithmetic; tests compare the
     rollup with the generic fold) as COPY text of the rollup rows."""
-    import json
-    from datetime import date
+    from .engine import _copy_text  # COPY's text format, as the engine writes it
 
     # integer row keys (hashing tuples of dates was most of the time): ((dim value, day) * 8 + kind) * 64 + b
     index: dict = {}
@@ -358,10 +359,6 @@ def _text(facts: list) -> str:
             out.append(f"{dim}\t{_copy_text(v)}\t{date.fromordinal(day).isoformat()}\t{kind}\t{b}\t"
                        f"[{','.join(map(str, arr))}]\n")
     return "".join(out)
-
-
-def _copy_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def snapshot() -> dict:

@@ -102,3 +102,23 @@ def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk,
 def test_copy_text_escapes():
     assert engine._copy_text("a\tb\\c\nd") == "a\\tb\\\\c\\nd"
     assert engine._copy_text(None) == "\\N" and engine._copy_text(True) == "t" and engine._copy_text(1.5) == "1.5"
+
+
+def test_failed_recompute_leaves_no_rollup_child(play, channels, personas, monkeypatch):
+    """A failure after the customer links' rollup was forked stops its child (and rolls back)."""
+    import multiprocessing
+
+    _scenario(play, channels, personas)
+
+    def broken(**_kwargs):
+        raise RuntimeError("histograms failed")
+
+    monkeypatch.setattr(histograms, "rebuild", broken)
+    try:
+        engine._recompute_all_pg(None, timezone.now(), workers=1)
+    except RuntimeError as exc:
+        assert str(exc) == "histograms failed"
+        # checked while the traceback still holds the recompute's frame (and so its pool)
+        assert multiprocessing.active_children() == []
+    else:
+        pytest.fail("the recompute did not fail")
