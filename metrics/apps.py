@@ -7,7 +7,8 @@ class MetricsConfig(AppConfig):
     verbose_name = _("Metrics")
 
     def ready(self):
-        from . import customer_links, resultcache
+        from . import customer_links, resultcache, survey_rollup
 
         resultcache.connect_signals()
         customer_links.connect_signals()
+        survey_rollup.connect_signals()

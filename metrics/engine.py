@@ -27,7 +27,7 @@ from django.utils import timezone
 from conversations.models import Conversation, ConversationEvent, EventKind
 
 from . import facts as F
-from . import customer_links, histograms, link_rollup, resultcache
+from . import customer_links, histograms, link_rollup, resultcache, survey_rollup
 from .businesshours import local_day, schedules as load_schedules
 from .models import (
     ROLLUP_COLUMNS,
@@ -37,6 +37,7 @@ from .models import (
     ResponseFact,
     SlaPolicy,
     ValueHistogram,
+    WeeklyRollup,
 )
 
 log = logging.getLogger(__name__)
@@ -348,7 +349,8 @@ def _add(acc: dict, contrib: dict, sign: int) -> None:
 
 
 def apply_delta(delta: dict) -> None:
-    """Additive upsert of rollup rows (INSERT ... ON CONFLICT DO UPDATE SET c = c + excluded.c)."""
+    """Additive upsert of rollup rows (INSERT ... ON CONFLICT DO UPDATE SET c = c + excluded.c),
+    the days' into DailyRollup and the same sums by week into WeeklyRollup."""
     rows = []
     for key, cols in delta.items():
         if not any(cols.values()):
@@ -357,13 +359,32 @@ def apply_delta(delta: dict) -> None:
         rows.append([day, channel, int(agent), int(team)] + [int(cols.get(c, 0)) for c in ROLLUP_COLUMNS])
     if not rows:
         return
-    table = DailyRollup._meta.db_table
+    resultcache.bump()
+    _upsert(DailyRollup._meta.db_table, rows)
+    _upsert(WeeklyRollup._meta.db_table, _by_week(rows))
+
+
+def _by_week(rows: list[list]) -> list[list]:
+    """Day rows [day, channel, agent, team, *sums] summed per (Monday, channel, agent, team)."""
+    weeks: dict = {}
+    for day, channel, agent, team, *sums in rows:
+        d = date.fromisoformat(day) if isinstance(day, str) else day
+        key = ((d - timedelta(days=d.weekday())).isoformat(), channel, agent, team)
+        acc = weeks.get(key)
+        if acc is None:
+            weeks[key] = list(sums)
+        else:
+            for i, v in enumerate(sums):
+                acc[i] += v
+    return [[*key, *sums] for key, sums in weeks.items() if any(sums)]
+
+
+def _upsert(table: str, rows: list[list]) -> None:
     cols = ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS]
     placeholders = ", ".join(["%s"] * len(cols))
     updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ROLLUP_COLUMNS)
     tail = f"ON CONFLICT (day, channel, agent_id, team_id) DO UPDATE SET {updates}"
     rows.sort()  # one order for every writer
-    resultcache.bump()
     with connection.cursor() as cur:
         if connection.vendor == "postgresql":
             from psycopg2.extras import execute_values
@@ -424,6 +445,7 @@ def _recompute_all_generic(progress, chunk: int, now: datetime) -> int:
         context = _context()
         DirtyConversation.objects.all().delete()
         DailyRollup.objects.all().delete()
+        WeeklyRollup.objects.all().delete()
         ResponseFact.objects.all().delete()
         ConversationFact.objects.all().delete()
         starts = _all_starts()
@@ -450,6 +472,7 @@ def _recompute_all_generic(progress, chunk: int, now: datetime) -> int:
         apply_delta(acc)
         histograms.rebuild(resplit=True)
         customer_links.rebuild()
+        survey_rollup.rebuild()
         resultcache.bump()
     return total
 
@@ -637,6 +660,7 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
             cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
             cur.execute("SET LOCAL synchronous_commit = off")
             cur.execute(f"TRUNCATE {DirtyConversation._meta.db_table}, {DailyRollup._meta.db_table}, "
+                        f"{WeeklyRollup._meta.db_table}, "
                         f"{ValueHistogram._meta.db_table}, {resp_table}, {fact_table}")
             indexes = _secondary_indexes(cur)
             for name, _sql in indexes:
@@ -682,13 +706,18 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                 for _name, sql in indexes:
                     cur.execute(sql)
                 phases["indexes"] = time.monotonic() - t0 - sum(phases.values())
-                _copy(cur, DailyRollup._meta.db_table, ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS],
-                      "".join(_rollup_line(key, cols) for key, cols in acc.items() if any(cols.values())))
+                day_rows = [[*key.split("|"), *(int(cols.get(c, 0)) for c in ROLLUP_COLUMNS)]
+                            for key, cols in acc.items() if any(cols.values())]
+                for model, rows in ((DailyRollup, day_rows), (WeeklyRollup, _by_week(day_rows))):
+                    _copy(cur, model._meta.db_table, ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS],
+                          "".join(_rollup_line(row) for row in rows))
                 phases["rollups"] = time.monotonic() - t0 - sum(phases.values())
                 histograms.rebuild(resplit=True)
                 phases["histograms"] = time.monotonic() - t0 - sum(phases.values())
                 finish_link_rollup()
                 phases["link rollup"] = time.monotonic() - t0 - sum(phases.values())
+                survey_rollup.rebuild()
+                phases["survey days"] = time.monotonic() - t0 - sum(phases.values())
         finally:
             if finish_link_rollup is not None:
                 finish_link_rollup.cancel()  # finished or failed: no child left behind
@@ -701,7 +730,7 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
         # VACUUM sets the visibility map, so the covering indexes give index-only scans
         # (it cannot run inside a transaction block: there, ANALYZE only)
         verb = "ANALYZE" if connection.in_atomic_block else "VACUUM ANALYZE"
-        cur.execute(f"{verb} {fact_table}, {resp_table}, {DailyRollup._meta.db_table}, "
+        cur.execute(f"{verb} {fact_table}, {resp_table}, {DailyRollup._meta.db_table}, {WeeklyRollup._meta.db_table}, "
                     f"{ValueHistogram._meta.db_table}")
     phases["analyze"] = time.monotonic() - t0 - sum(phases.values())
     log.info("full recompute of %s conversations (%s workers): %s", total, workers,
@@ -709,18 +738,20 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
     return total
 
 
-def _rollup_line(key: str, cols: dict) -> str:
-    day, channel, agent, team = key.split("|")
-    return "\t".join([day, _copy_text(channel), agent, team, *(str(int(cols.get(c, 0))) for c in ROLLUP_COLUMNS)]) + "\n"
+def _rollup_line(row: list) -> str:
+    day, channel, agent, team, *sums = row
+    return "\t".join([day, _copy_text(channel), str(agent), str(team), *(str(v) for v in sums)]) + "\n"
 
 
 def rollup_snapshot() -> dict:
     """Non-zero rollup rows as a comparable dict (tests, recompute checks)."""
     out = {}
-    for row in DailyRollup.objects.values("day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS):
-        vals = {c: row[c] for c in ROLLUP_COLUMNS if row[c]}
-        if vals:
-            out[(str(row["day"]), row["channel"], row["agent_id"], row["team_id"])] = vals
+    for span, model in ((1, DailyRollup), (7, WeeklyRollup)):
+        for row in model.objects.values("day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS):
+            vals = {c: row[c] for c in ROLLUP_COLUMNS if row[c]}
+            if vals:
+                key = (str(row["day"]), row["channel"], row["agent_id"], row["team_id"])
+                out[key if span == 1 else ("week", *key)] = vals
     return out
 
 

@@ -46,7 +46,7 @@ from customers import services as cust_services
 from customers.models import Customer, Identity, Order
 from helpdesk.models import User
 
-from . import customer_links, engine, resultcache, surveys
+from . import customer_links, engine, resultcache, survey_rollup, surveys
 from .models import SurveyInvitation, SurveyKind
 
 log = logging.getLogger(__name__)
@@ -1281,6 +1281,8 @@ def run(stream, *, jsonl: bool | None = None, progress=None, fold: str = "auto",
                 # orders written with COPY / bulk_create send no signals: their customers' links
                 customer_links.refresh(Order.objects.filter(created_at__gte=started)
                                        .values_list("customer_id", flat=True).distinct())
+            if bulk and result.created["survey"]:
+                survey_rollup.rebuild()  # nor do invitations: recount the survey days
         if any(result.created.values()):
             resultcache.bump()  # orders and surveys written with COPY / bulk_create send no signals
     result.errors = [e for _seq, e in sorted(errors, key=lambda x: x[0])]

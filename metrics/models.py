@@ -277,8 +277,8 @@ ROLLUP_COLUMNS = [
 ]
 
 
-class DailyRollup(models.Model):
-    """Sums and counts per local day and dimension (channel kind, agent, team).
+class RollupRow(models.Model):
+    """Sums and counts per local day (or week) and dimension (channel kind, agent, team).
 
     0 stands for "no agent" / "no team" so the row key is unique and upsertable.
     Means are sum/count at read time; never stored.
@@ -310,8 +310,24 @@ class DailyRollup(models.Model):
     sla_met = models.BigIntegerField(default=0)
 
     class Meta:
+        abstract = True
+
+
+class DailyRollup(RollupRow):
+    """The sums of one local day."""
+
+    class Meta:
         constraints = [models.UniqueConstraint(fields=["day", "channel", "agent_id", "team_id"],
                                                name="rollup_unique_key")]
+
+
+class WeeklyRollup(RollupRow):
+    """The sums of the week starting on Monday `day` (the same rows as DailyRollup's seven days,
+    summed): a long period reads whole weeks (metrics.kpis.base.rollups)."""
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "channel", "agent_id", "team_id"],
+                                               name="weekly_rollup_unique_key")]
 
 
 class CustomerLinkDay(models.Model):
@@ -331,6 +347,26 @@ class CustomerLinkDay(models.Model):
         constraints = [models.UniqueConstraint(fields=["dim", "value", "day", "kind", "b"],
                                                name="link_day_unique_key")]
         indexes = [models.Index(fields=["dim", "day"], name="link_day_dim_day")]
+
+
+class SurveyDay(models.Model):
+    """Survey counts per local day or week (metrics.survey_rollup): rows with a score count the
+    answers of that day with that score; the row without one counts the invitations sent that day
+    and how many of them are answered."""
+
+    span = models.SmallIntegerField(default=1)  # 1: the day; 7: the week starting on Monday `day`
+    day = models.DateField()
+    kind = models.CharField(max_length=8)
+    channel_kind = models.CharField(max_length=20, blank=True)
+    agent_id = models.BigIntegerField(null=True)  # no foreign keys: deleting an agent/team nulls them (signals)
+    team_id = models.BigIntegerField(null=True)
+    score = models.SmallIntegerField(null=True)
+    answers = models.IntegerField(default=0)
+    sent = models.IntegerField(default=0)
+    answered = models.IntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["span", "day"], name="survey_day_span_day")]
 
 
 class DirtyConversation(models.Model):

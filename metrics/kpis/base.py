@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Aggregate, F, FloatField, Sum, Value
 from django.db.models.functions import TruncMonth, TruncWeek
 
-from ..models import ROLLUP_COLUMNS, DailyRollup, ResponseFact
+from ..models import ROLLUP_COLUMNS, DailyRollup, ResponseFact, WeeklyRollup
 
 GROUPINGS = ("channel", "agent", "team", "day", "week", "month")
 TIME_GROUPINGS = ("day", "week", "month")
@@ -122,19 +122,33 @@ def filter_dims(qs, sel: Selection, *, channel: str, agent: str, team: str):
 _ROLLUP_DIMS = {"channel": "channel", "agent": "agent_id", "team": "team_id"}
 
 
+def rollup_sets(sel: Selection) -> list:
+    """The rollup rows of the selection's period and filters: querysets of DailyRollup (the days)
+    and WeeklyRollup (the whole weeks, each inside one group of a time grouping)."""
+    from ..histograms import _split
+
+    days, weeks = _split(sel.start, sel.end, sel.group_by)
+    sets = []
+    if days:
+        period = ({"day__gte": sel.start, "day__lte": sel.end} if not weeks else {"day__in": days})
+        sets.append(DailyRollup.objects.filter(**period))
+    if weeks:
+        sets.append(WeeklyRollup.objects.filter(day__in=weeks))
+    return [filter_dims(qs, sel, channel="channel", agent="agent_id", team="team_id") for qs in sets]
+
+
 def rollups(sel: Selection) -> dict:
-    """{group key: {column: sum}} from DailyRollup for the selection."""
+    """{group key: {column: sum}} from DailyRollup and WeeklyRollup for the selection."""
 
     def load():
-        qs = filter_dims(DailyRollup.objects.filter(day__gte=sel.start, day__lte=sel.end), sel,
-                         channel="channel", agent="agent_id", team="team_id")
+        sets = rollup_sets(sel)
         dim = {"channel": "channel", "agent": "agent_id", "team": "team_id"}.get(sel.group_by)
         if sel.group_by in TIME_GROUPINGS:
             dim = "day"
         sums = {c: Sum(c) for c in ROLLUP_COLUMNS}
         out: dict = defaultdict(lambda: dict.fromkeys(ROLLUP_COLUMNS, 0))
-        fine = shared_rows(sel, "rollups", lambda: qs.values("channel", "agent_id", "team_id").annotate(**sums)
-                           .order_by())
+        fine = shared_rows(sel, "rollups", lambda: [
+            row for qs in sets for row in qs.values("channel", "agent_id", "team_id").annotate(**sums).order_by()])
         if fine is not None:
             if dim is None:
                 out[None] = dict.fromkeys(ROLLUP_COLUMNS, 0)
@@ -145,18 +159,22 @@ def rollups(sel: Selection) -> dict:
                     acc[c] += row[c] or 0
             return dict(out)
         if dim is None:
-            row = qs.aggregate(**sums)
-            out[None] = {c: row[c] or 0 for c in ROLLUP_COLUMNS}
+            acc = out[None] = dict.fromkeys(ROLLUP_COLUMNS, 0)
+            for qs in sets:
+                row = qs.aggregate(**sums)
+                for c in ROLLUP_COLUMNS:
+                    acc[c] += row[c] or 0
             return dict(out)
-        for row in qs.values(dim).annotate(**sums).order_by():
-            key = row[dim]
-            if sel.group_by in TIME_GROUPINGS:
-                key = time_key(key, sel.group_by)
-            elif sel.group_by in ("agent", "team"):
-                key = key or None
-            acc = out[key]
-            for c in ROLLUP_COLUMNS:
-                acc[c] += row[c] or 0
+        for qs in sets:
+            for row in qs.values(dim).annotate(**sums).order_by():
+                key = row[dim]
+                if sel.group_by in TIME_GROUPINGS:
+                    key = time_key(key, sel.group_by)
+                elif sel.group_by in ("agent", "team"):
+                    key = key or None
+                acc = out[key]
+                for c in ROLLUP_COLUMNS:
+                    acc[c] += row[c] or 0
         return dict(out)
 
     return sel.memo("rollups", load)

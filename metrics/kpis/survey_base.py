@@ -1,5 +1,6 @@
 """Survey answers and invitations per group (dated on the answer; response rate
-on the invitations sent in the period)."""
+on the invitations sent in the period): from their daily counts (metrics.survey_rollup) when
+those are in the current time zone, else from the invitations."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -7,6 +8,7 @@ from collections import defaultdict
 from django.db.models import Count
 from django.db.models.functions import TruncDate
 
+from .. import survey_rollup
 from ..models import SurveyInvitation
 from .base import TIME_GROUPINGS, filter_dims, fine_key, shared_rows, time_key
 
@@ -31,8 +33,9 @@ def scores(sel, kind: str) -> dict:
         qs = filter_dims(qs, sel, channel="channel_kind", agent="agent_id", team="team_id")
         dim = DIM_FIELDS.get(sel.group_by)
         out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
-        fine = shared_rows(sel, "survey-scores", lambda: qs.values("kind", *DIM_FIELDS.values(), "score")
-                           .annotate(n=Count("*")).order_by())
+        counted = survey_rollup.usable()  # the daily counts (metrics.survey_rollup), else the invitations
+        fine = shared_rows(sel, "survey-scores", lambda: survey_rollup.rows(sel, "answers", False) if counted
+                           else qs.values("kind", *DIM_FIELDS.values(), "score").annotate(n=Count("*")).order_by())
         if fine is not None:
             for row in fine:
                 key = fine_key(sel, row, DIM_FIELDS)
@@ -42,7 +45,12 @@ def scores(sel, kind: str) -> dict:
             qs = qs.annotate(d=TruncDate("answered_at", tzinfo=sel.tz))
             dim = "d"
         fields = ["kind", dim, "score"] if dim else ["kind", "score"]
-        for row in qs.values(*fields).annotate(n=Count("*")).order_by():
+        if counted:
+            rows = survey_rollup.rows(sel, "answers", sel.group_by in TIME_GROUPINGS)
+            dim = "day" if sel.group_by in TIME_GROUPINGS else dim
+        else:
+            rows = qs.values(*fields).annotate(n=Count("*")).order_by()
+        for row in rows:
             out[row["kind"]][_key(sel, row, dim) if dim else None][row["score"]] += row["n"]
         return out
 
@@ -58,8 +66,9 @@ def invitations(sel, kind: str) -> dict:
         dim = DIM_FIELDS.get(sel.group_by)
         out: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
         aggs = {"sent": Count("*"), "answered": Count("score")}  # index-only: no id
-        fine = shared_rows(sel, "survey-invitations", lambda: qs.values("kind", *DIM_FIELDS.values())
-                           .annotate(**aggs).order_by())
+        counted = survey_rollup.usable()
+        fine = shared_rows(sel, "survey-invitations", lambda: survey_rollup.rows(sel, "sent", False) if counted
+                           else qs.values("kind", *DIM_FIELDS.values()).annotate(**aggs).order_by())
         if fine is not None:
             for row in fine:
                 key = fine_key(sel, row, DIM_FIELDS)
@@ -71,7 +80,12 @@ def invitations(sel, kind: str) -> dict:
             qs = qs.annotate(d=TruncDate("invited_at", tzinfo=sel.tz))
             dim = "d"
         fields = ["kind", dim] if dim else ["kind"]
-        for row in qs.values(*fields).annotate(**aggs).order_by():
+        if counted:
+            rows = survey_rollup.rows(sel, "sent", sel.group_by in TIME_GROUPINGS)
+            dim = "day" if sel.group_by in TIME_GROUPINGS else dim
+        else:
+            rows = qs.values(*fields).annotate(**aggs).order_by()
+        for row in rows:
             acc = out[row["kind"]][_key(sel, row, dim) if dim else None]
             acc[0] += row["sent"]
             acc[1] += row["answered"]

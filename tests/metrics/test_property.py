@@ -27,11 +27,12 @@ def test_incremental_equals_full(steps, channels, personas, django_capture_on_co
     from conversations.models import Conversation, ConversationEvent, Message
     from customers.models import Customer
 
-    from metrics.models import ConversationFact, DailyRollup, ResponseFact, SurveyInvitation, ValueHistogram
+    from metrics.models import (ConversationFact, DailyRollup, ResponseFact, SurveyDay, SurveyInvitation,
+                                ValueHistogram, WeeklyRollup)
 
     # hypothesis reuses the function-scoped db: start each example clean
-    for model in (SurveyInvitation, ConversationEvent, Message, DailyRollup, ResponseFact, ConversationFact,
-                  ValueHistogram):
+    for model in (SurveyInvitation, ConversationEvent, Message, DailyRollup, WeeklyRollup, ResponseFact,
+                  ConversationFact, ValueHistogram, SurveyDay):
         model.objects.all().delete()
     Conversation.objects.all().delete()
     Customer.objects.all().delete()

@@ -9,8 +9,9 @@ from django.db import connection
 from django.utils import timezone
 
 from conversations import services
-from metrics import engine, histograms
-from metrics.models import ConversationFact, CustomerLinkDay, DailyRollup, ResponseFact, SlaPolicy
+from metrics import engine, histograms, survey_rollup
+from metrics.models import (ConversationFact, CustomerLinkDay, DailyRollup, ResponseFact, SlaPolicy, SurveyDay,
+                            WeeklyRollup)
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL bulk path")]
@@ -55,7 +56,8 @@ def _snapshot():
                         r["team_id"]) for r in ResponseFact.objects.values())
     from metrics import link_rollup
 
-    return facts, responses, engine.rollup_snapshot(), histograms.snapshot(), link_rollup.snapshot()
+    return (facts, responses, engine.rollup_snapshot(), histograms.snapshot(), link_rollup.snapshot(),
+            survey_rollup.snapshot())
 
 
 def _indexes():
@@ -93,6 +95,8 @@ def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk,
     assert any(key[3] == 4 for key in generic[4]) and any(f["cv_retained"] for f in generic[0].values())
     assert any(f["reopens"] for f in generic[0].values()) and any(f["fcr"] is not None for f in generic[0].values())
     DailyRollup.objects.all().delete()
+    WeeklyRollup.objects.all().delete()
+    SurveyDay.objects.all().delete()
     CustomerLinkDay.objects.all().delete()  # the bulk path writes them anew
     assert engine._recompute_all_pg(None, now, chunk=chunk, workers=workers) == total
     assert _snapshot() == generic and histograms.stored_splits() == splits
