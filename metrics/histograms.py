@@ -275,25 +275,30 @@ def rebuild(resplit: bool = False) -> None:
             for metric, fig in METRICS.items():
                 src = _model(fig.model)._meta.db_table
                 ch, ag, tm = fig.dims["channel"], fig.dims["agent"], fig.dims["team"]
-                # one scan per figure; GROUPING() tells the cuboid and span of each output row
+                # per figure: its values counted per (day, channel, agent, team, bucket) in one scan, those
+                # rows summed per cuboid (GROUPING() tells which), the weeks from the cuboids' days
+                # (8 grouping sets over the facts hashed every row 8 times: twice as slow at 1 M)
                 cur.execute(f"""
+                    WITH f AS (
+                        SELECT {fig.day} AS day, {ch} AS ch, {ag} AS ag, {tm} AS tm,
+                               width_bucket({fig.value}, %s::float8[]) AS b, count(*) AS c
+                        FROM {src} WHERE {fig.day} IS NOT NULL AND {fig.value} IS NOT NULL
+                        GROUP BY 1, 2, 3, 4, 5),
+                    d AS (
+                        SELECT CASE WHEN GROUPING(ch) = 0 THEN 'channel' WHEN GROUPING(ag) = 0 THEN 'agent'
+                                    WHEN GROUPING(tm) = 0 THEN 'team' ELSE 'all' END AS dim,
+                               day,
+                               CASE WHEN GROUPING(ch) = 0 THEN coalesce(ch, '')
+                                    WHEN GROUPING(ag) = 0 THEN coalesce(ag::text, '')
+                                    WHEN GROUPING(tm) = 0 THEN coalesce(tm::text, '') ELSE '' END AS key,
+                               b, sum(c)::bigint AS n
+                        FROM f GROUP BY GROUPING SETS ((day, b), (day, ch, b), (day, ag, b), (day, tm, b)))
                     INSERT INTO {table} (metric, dim, span, day, key, bucket, n)
-                    SELECT * FROM (
-                    SELECT %s,
-                           CASE WHEN GROUPING(ch) = 0 THEN 'channel' WHEN GROUPING(ag) = 0 THEN 'agent'
-                                WHEN GROUPING(tm) = 0 THEN 'team' ELSE 'all' END AS dim,
-                           CASE WHEN GROUPING(day) = 0 THEN 1 ELSE 7 END AS span,
-                           CASE WHEN GROUPING(day) = 0 THEN day ELSE wk END AS day,
-                           CASE WHEN GROUPING(ch) = 0 THEN coalesce(ch, '')
-                                WHEN GROUPING(ag) = 0 THEN coalesce(ag::text, '')
-                                WHEN GROUPING(tm) = 0 THEN coalesce(tm::text, '') ELSE '' END AS key,
-                           b, count(*)
-                    FROM (SELECT {fig.day} AS day, date_trunc('week', {fig.day})::date AS wk, {ch} AS ch,
-                                 {ag} AS ag, {tm} AS tm, width_bucket({fig.value}, %s::float8[]) AS b
-                          FROM {src} WHERE {fig.day} IS NOT NULL AND {fig.value} IS NOT NULL) s
-                    GROUP BY GROUPING SETS ((day, b), (day, ch, b), (day, ag, b), (day, tm, b),
-                                            (wk, b), (wk, ch, b), (wk, ag, b), (wk, tm, b))) c""",
-                            [metric, list(lim.of(metric))])
+                    SELECT %s, dim, 1, day, key, b, n FROM d
+                    UNION ALL
+                    SELECT %s, dim, 7, day - (extract(isodow FROM day)::int - 1), key, b, sum(n)::bigint
+                    FROM d GROUP BY dim, 4, key, b""",
+                            [list(lim.of(metric)), metric, metric])
             for name, sql in constraints:
                 cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {sql}')
             for _name, sql in indexes:
