@@ -546,25 +546,28 @@ class _Fetch:
         where += [f"{self.value} >= %s", f"{self.value} < %s"]
         return " AND ".join(where), params + [lo, hi]
 
-    def values(self, lo, hi) -> dict:
-        """{SQL group: sorted values in [lo, hi)}"""
-        where, params = self.bounds(lo, hi)
-        self.cur.execute(f"SELECT {self.gexpr or '0'}, {self.value} FROM {self.table} WHERE {where}", params)
-        out: dict = defaultdict(list)
-        for g, v in self.cur.fetchall():
-            out[g].append(v)
-        for lst in out.values():
-            lst.sort()
-        return out
 
-
-def _direct(fetch: _Fetch, lo, hi, need: dict, report) -> dict:
-    """{(group, local rank): value}: every value of the bucket, ranked here."""
+def _direct(cur, buckets: list, report) -> dict:
+    """{(group, bucket, local rank): value} for buckets [(b, fetch, lo, hi, need)]: every value of
+    each bucket, ranked here; one statement for all (UNION ALL of each bucket's index range scans)."""
+    values: dict = defaultdict(list)
+    parts, params = [], []
+    for i, (_b, fetch, lo, hi, _need) in enumerate(buckets):
+        where, args = fetch.bounds(lo, hi)
+        parts.append(f"SELECT {i}, {fetch.gexpr or '0'}, {fetch.value} FROM {fetch.table} WHERE {where}")
+        params += args
+        if i == len(buckets) - 1 or len(parts) >= 200 or len(params) >= 20000:  # SQLite's statement limits
+            cur.execute(" UNION ALL ".join(parts), params)
+            for j, g, v in cur.fetchall():
+                values[(j, g)].append(v)
+            parts, params = [], []
     out = {}
-    for g, vals in fetch.values(lo, hi).items():
+    for (i, g), vals in values.items():
+        vals.sort()
+        b, need = buckets[i][0], buckets[i][4]
         group = report(g)
         for r in need.get(group, ()):
-            out[(group, r)] = vals[r]
+            out[(group, b, r)] = vals[r]
     return out
 
 
@@ -645,6 +648,11 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps, thresholds
     gexpr = _group_sql(sel, dim, fig)
     field = fig.dims.get(dim)
     found: dict = {}
+    direct: list = []  # buckets whose values are all fetched: in one statement after the loop
+
+    def report(g):
+        return _report_key(sel, dim, g)
+
     with connection.cursor() as cur:
         for b, need in sorted(wanted.items()):
             if sel.group_by in _TIME:
@@ -680,11 +688,11 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps, thresholds
             fetch = _Fetch(cur, table, fig.value, gexpr, " AND ".join(where), params, fig.day, rest, rest_params)
             in_bucket = sum(groups[g].get(b, 0) for g in need)
             if connection.vendor == "postgresql" and lo is not None and hi is not None and in_bucket > DIRECT:
-                picked = _refined(fetch, lo, hi, need, lambda g: _report_key(sel, dim, g))
+                for (group, r), v in _refined(fetch, lo, hi, need, report).items():
+                    found[(group, b, r)] = v
             else:
-                picked = _direct(fetch, lo, hi, need, lambda g: _report_key(sel, dim, g))
-            for (group, r), v in picked.items():
-                found[(group, b, r)] = v
+                direct.append((b, fetch, lo, hi, need))
+        found.update(_direct(cur, direct, report))
     out = {}
     for group, (total, located) in plans.items():
         res = []
