@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 
 from customers.models import Customer, Identity
 from helpdesk.db import transactions as db_transactions
+from helpdesk.db.sql import insert_columns as _insert_columns
 from customers.services import InvalidIdentity, customer_resolve, normalize_identity
 
 from . import realtime
@@ -235,25 +236,6 @@ def writes_envelope() -> bool:
     """Whether ingest(envelope=...) can insert the envelope with the message
     (PostgreSQL's one statement)."""
     return FAST_INGEST_WRITES and connection.vendor == "postgresql"
-
-
-def _insert_columns(obj, overrides: dict | None = None) -> tuple[list[str], list[str], list]:
-    """Columns, placeholders and parameters Django's INSERT of `obj` would use
-    (field defaults, pre_save, get_db_prep_save); `overrides` maps a column to
-    an SQL expression used instead of its parameter."""
-    overrides = overrides or {}
-    cols, marks, params = [], [], []
-    for field in obj._meta.concrete_fields:
-        if field.primary_key and getattr(obj, field.attname) is None:
-            continue
-        cols.append(connection.ops.quote_name(field.column))
-        if field.column in overrides:
-            marks.append(overrides[field.column])
-            continue
-        value = field.get_db_prep_save(field.pre_save(obj, True), connection)
-        marks.append(field.get_placeholder(value, None, connection) if hasattr(field, "get_placeholder") else "%s")
-        params.append(value)
-    return cols, marks, params
 
 
 def _update_sets(model, updates: dict) -> tuple[list[str], list]:

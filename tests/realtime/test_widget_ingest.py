@@ -259,14 +259,15 @@ def test_a_visitor_message_is_stored_in_four_round_trips(personas, chat, monkeyp
     assert later.pk > envelope.pk
 
 
-def test_a_new_visitors_first_message_is_stored_in_five_round_trips(personas, chat, monkeypatch, wire_sql):
+def test_a_new_visitors_first_message_is_stored_in_four_round_trips(personas, chat, monkeypatch, wire_sql):
     """A first message from an unknown visitor: the customer is created in the
     transaction without a savepoint of its own (a concurrent twin loses the
     whole transaction and is run again, as a repeated delivery is), and a
     customer created here has no conversation to join or reopen, so neither is
     looked up; the new conversation and the envelope are inserted by the
-    statement that writes the message; BEGIN goes with the first statement.
-    Before: eight round trips (BEGIN, the envelope's INSERT and UPDATE);
+    statement that writes the message, the customer and their identity by
+    one statement; BEGIN goes with the first statement. Before: eight round
+    trips (BEGIN, the envelope's INSERT and UPDATE, the identity's INSERT);
     earlier SAVEPOINT and RELEASE around the customer, two conversation
     lookups (open, recently resolved) and the conversation's own INSERT,
     thirteen statements."""
@@ -287,8 +288,7 @@ def test_a_new_visitors_first_message_is_stored_in_five_round_trips(personas, ch
     assert frame["type"] == "sent" and frame["message"]["text"] == "hello"
     assert [_statement(sql) for sql in sent] == [
         "BEGIN;SELECT customers_identity FOR UPDATE",  # nobody owns the visitor id
-        "INSERT customers_customer",
-        "INSERT customers_identity",
+        "WITH customers_customer",  # the customer and their identity
         "WITH conversations_conversation",  # conversation, message, envelope, event, customer, metrics mark
         "COMMIT",
     ]
