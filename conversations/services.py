@@ -17,9 +17,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from customers.models import Customer, Identity
+from customers.services import InvalidIdentity, customer_resolve, normalize_identity
 from helpdesk.db import transactions as db_transactions
 from helpdesk.db.sql import insert_columns as _insert_columns
-from customers.services import InvalidIdentity, customer_resolve, normalize_identity
 
 from . import realtime
 from .inbound import InboundAttachment, InboundMessage
@@ -418,9 +418,7 @@ def _thread(msg: InboundMessage, customer: Customer, at: datetime, *,
     if msg.new_conversation or new_customer:
         return None, False
 
-    # with its team, as of now: auto-assignment's `wants` skips the task for a manual team
-    active = (Conversation.objects.filter(customer=customer, status__in=ACTIVE_STATUSES).select_related("team")
-              .order_by(F("last_message_at").desc(nulls_last=True), "-id").first())
+    active = _active_conversation(customer)
     if active is not None:
         if not msg.is_email_thread:
             return active, False
@@ -437,6 +435,27 @@ def _thread(msg: InboundMessage, customer: Customer, at: datetime, *,
     if recent is not None:
         return recent, True
     return None, False
+
+
+_CUSTOMER_SLOT = -7_240_101  # no customer has this id: the parameter replaced by helpdesk.db.sql.Prepared
+
+
+def _active_conversation(customer: Customer) -> Conversation | None:
+    """The customer's latest active conversation, with its team as of now
+    (auto-assignment's `wants` skips the task for a manual team). Compiled
+    once (helpdesk.db.sql.prepared)."""
+    from helpdesk.db.sql import prepared
+
+    def build():
+        return (Conversation.objects.filter(customer_id=_CUSTOMER_SLOT, status__in=ACTIVE_STATUSES)
+                .select_related("team").order_by(F("last_message_at").desc(nulls_last=True), "-id")[:1],
+                {"customer": _CUSTOMER_SLOT})
+
+    found = prepared("active_conversation", build).run(customer=customer.pk)
+    if not found:
+        return None
+    found[0].customer = customer  # as filter(customer=customer) would
+    return found[0]
 
 
 def _explicit_conversation(msg: InboundMessage, customer: Customer) -> Conversation | None:

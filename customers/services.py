@@ -87,11 +87,7 @@ def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: d
     """
     at = at or timezone.now()
     for _attempt in range(3):
-        qs = Identity.objects.filter(_or(identities)).select_related("customer").order_by("created_at", "id")
-        if lock and connection.features.has_select_for_update_of:
-            # lock the customer row with the same query that finds it
-            qs = qs.select_for_update(of=("customer",))
-        matches = list(qs)
+        matches = _identity_matches(identities, lock and connection.features.has_select_for_update_of)
         if matches:
             customer = matches[0].customer
             _attach_missing(customer, identities, matches, at)
@@ -110,6 +106,25 @@ def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: d
                 raise  # the transaction is lost: the caller runs it again
             continue  # somebody else created it first: read theirs
     raise RuntimeError("customer_resolve could not settle on a customer")
+
+
+def _identity_matches(identities, lock: bool) -> list[Identity]:
+    """The identities (with their customers) owning any of these, oldest
+    first; lock: the customers' rows locked by the same query (FOR UPDATE OF).
+    Compiled once per list of kinds (helpdesk.db.sql.prepared)."""
+    from helpdesk.db.sql import prepared
+
+    def build():
+        slots = {f"v{i}": f"<identity value {i}>" for i in range(len(identities))}
+        qs = (Identity.objects.filter(_or([(kind, slots[f"v{i}"]) for i, (kind, _v) in enumerate(identities)]))
+              .select_related("customer").order_by("created_at", "id"))
+        if lock:
+            # lock the customer row with the same query that finds it
+            qs = qs.select_for_update(of=("customer",))
+        return qs, slots
+
+    key = ("customer_resolve", tuple(kind for kind, _v in identities), lock)
+    return prepared(key, build).run(**{f"v{i}": value for i, (_k, value) in enumerate(identities)})
 
 
 def _create_with_identities(customer: Customer, identities: list[Identity]) -> None:
