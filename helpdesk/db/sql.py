@@ -51,6 +51,7 @@ class Prepared:
         self.start, self.end = fields[0], fields[-1] + 1
         self.init_list = [f[0].target.attname for f in select[self.start:self.end]]
         self.populators = get_related_populators(klass_info, select, self.db)
+        self.converters = compiler.get_converters([s[0] for s in select[:compiler.col_count]])
 
     def run(self, **values) -> list:
         from django.db import connections
@@ -61,8 +62,10 @@ class Prepared:
         with connections[self.db].cursor() as cursor:
             cursor.execute(self.sql, params)
             rows = cursor.fetchall()
+        if self.converters:
+            rows = self.compiler.apply_converters(rows, self.converters)
         objs = []
-        for row in self.compiler.results_iter([rows]):
+        for row in rows:
             obj = self.model.from_db(self.db, self.init_list, row[self.start:self.end])
             for populator in self.populators:
                 populator.populate(row, obj)
