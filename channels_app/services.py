@@ -96,9 +96,14 @@ def _store_and_process(envelope: InboundEnvelope, adapter) -> ParseResult:
 
 
 def _unsaved(envelope: InboundEnvelope) -> None:
-    """The envelope as before its rolled-back transaction: to be inserted again."""
+    """The envelope as before its rolled-back transaction: to be inserted again
+    (not processed: _store_and_process may have set its state for the INSERT)."""
     envelope.pk = None
     envelope._state.adding = True
+    envelope.status = EnvelopeStatus.PENDING
+    envelope.error = ""
+    envelope.processed_at = None
+    envelope.message_ids = []
 
 
 def envelope_from_request(request, channel: Channel, kind: str) -> InboundEnvelope:
