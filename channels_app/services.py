@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations import services as conv_services
+from helpdesk.db import transactions as db_transactions
 
 from .adapters import get_adapter
 from .adapters.base import ParseError, ParseResult
@@ -50,10 +51,9 @@ def envelope_store_and_process(*, channel: Channel, kind: str, body: bytes, head
                                remote_addr=remote_addr)
     try:
         try:
-            with transaction.atomic():
-                envelope.save(force_insert=True)
+            with db_transactions.atomic():
                 envelope.attempts += 1
-                result = _process(envelope, envelope.channel, get_adapter(envelope.kind), savepoint=False)
+                result = _store_and_process(envelope, get_adapter(envelope.kind))
         except IntegrityError:
             _unsaved(envelope)
             envelope.attempts = 0
@@ -72,10 +72,38 @@ def envelope_store_and_process(*, channel: Channel, kind: str, body: bytes, head
         raise
 
 
+def _store_and_process(envelope: InboundEnvelope, adapter) -> ParseResult:
+    """In the caller's transaction: store the envelope and ingest what it
+    carries without a savepoint. On PostgreSQL, for an adapter whose parse
+    does not need the envelope's id (Adapter.parses_unsaved: chat), parsed
+    first; one message and nothing else: the statement that writes the
+    message inserts the envelope too, already processed (two round trips less
+    than INSERT first and UPDATE after)."""
+    if adapter.parses_unsaved and conv_services.writes_envelope():
+        result = adapter.parse(envelope, envelope.channel)
+        if len(result.messages) == 1 and not result.statuses:
+            msg = result.messages[0]
+            envelope.status = EnvelopeStatus.PROCESSED
+            envelope.error = result.ignored_reason[:2000]
+            envelope.processed_at = timezone.now()
+            # a repeated delivery raises IntegrityError here (no savepoint): the caller runs it again
+            msg.meta["_result"] = conv_services.ingest(msg, savepoint=False, envelope=envelope)
+            return result
+        envelope.save(force_insert=True)
+        return _process(envelope, envelope.channel, adapter, savepoint=False, parsed=result)
+    envelope.save(force_insert=True)
+    return _process(envelope, envelope.channel, adapter, savepoint=False)
+
+
 def _unsaved(envelope: InboundEnvelope) -> None:
-    """The envelope as before its rolled-back transaction: to be inserted again."""
+    """The envelope as before its rolled-back transaction: to be inserted again
+    (not processed: _store_and_process may have set its state for the INSERT)."""
     envelope.pk = None
     envelope._state.adding = True
+    envelope.status = EnvelopeStatus.PENDING
+    envelope.error = ""
+    envelope.processed_at = None
+    envelope.message_ids = []
 
 
 def envelope_from_request(request, channel: Channel, kind: str) -> InboundEnvelope:
@@ -107,10 +135,12 @@ def envelope_process(envelope: InboundEnvelope) -> ParseResult:
         raise
 
 
-def _process(envelope: InboundEnvelope, channel, adapter, *, savepoint: bool = True) -> ParseResult:
+def _process(envelope: InboundEnvelope, channel, adapter, *, savepoint: bool = True,
+             parsed: ParseResult | None = None) -> ParseResult:
     """envelope_process without marking a failure. savepoint=False: see
-    conversations.services.ingest (the caller retries a repeated delivery)."""
-    result = adapter.parse(envelope, channel)
+    conversations.services.ingest (the caller retries a repeated delivery).
+    parsed: the adapter's result for this envelope, when parsed already."""
+    result = parsed if parsed is not None else adapter.parse(envelope, channel)
     message_ids = []
     for msg in result.messages:
         msg.envelope_id = envelope.pk

@@ -87,11 +87,7 @@ def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: d
     """
     at = at or timezone.now()
     for _attempt in range(3):
-        qs = Identity.objects.filter(_or(identities)).select_related("customer").order_by("created_at", "id")
-        if lock and connection.features.has_select_for_update_of:
-            # lock the customer row with the same query that finds it
-            qs = qs.select_for_update(of=("customer",))
-        matches = list(qs)
+        matches = _identity_matches(identities, lock and connection.features.has_select_for_update_of)
         if matches:
             customer = matches[0].customer
             _attach_missing(customer, identities, matches, at)
@@ -99,19 +95,68 @@ def customer_resolve(*, identities: list[tuple[str, str]], name: str = "", at: d
                 customer.name = name[:200]
                 Customer.objects.filter(pk=customer.pk, name="").update(name=customer.name)
             return customer, False
+        customer = Customer(name=name[:200], first_seen_at=at, last_seen_at=at,
+                            created_at=min(at, timezone.now()), language=language[:10])
         try:
             with transaction.atomic(savepoint=savepoint):
-                customer = Customer.objects.create(name=name[:200], first_seen_at=at, last_seen_at=at,
-                                                   created_at=min(at, timezone.now()), language=language[:10])
-                Identity.objects.bulk_create(
-                    [Identity(customer=customer, kind=k, value=v, created_at=at) for k, v in identities]
-                )
+                _create_with_identities(customer, [Identity(kind=k, value=v, created_at=at) for k, v in identities])
             return customer, True
         except IntegrityError:
             if not savepoint:
                 raise  # the transaction is lost: the caller runs it again
             continue  # somebody else created it first: read theirs
     raise RuntimeError("customer_resolve could not settle on a customer")
+
+
+def _identity_matches(identities, lock: bool) -> list[Identity]:
+    """The identities (with their customers) owning any of these, oldest
+    first; lock: the customers' rows locked by the same query (FOR UPDATE OF).
+    Compiled once per list of kinds (helpdesk.db.sql.prepared)."""
+    from helpdesk.db.sql import prepared
+
+    def build():
+        slots = {f"v{i}": f"<identity value {i}>" for i in range(len(identities))}
+        qs = (Identity.objects.filter(_or([(kind, slots[f"v{i}"]) for i, (kind, _v) in enumerate(identities)]))
+              .select_related("customer").order_by("created_at", "id"))
+        if lock:
+            # lock the customer row with the same query that finds it
+            qs = qs.select_for_update(of=("customer",))
+        return qs, slots
+
+    key = ("customer_resolve", tuple(kind for kind, _v in identities), lock)
+    return prepared(key, build).run(**{f"v{i}": value for i, (_k, value) in enumerate(identities)})
+
+
+def _create_with_identities(customer: Customer, identities: list[Identity]) -> None:
+    """INSERT the customer and their identities: on PostgreSQL in one statement
+    (a data-modifying CTE, one round trip less for a new customer), elsewhere
+    as the ORM does. A taken identity raises IntegrityError either way."""
+    if connection.vendor != "postgresql":
+        customer.save(force_insert=True)
+        for ident in identities:
+            ident.customer = customer
+        Identity.objects.bulk_create(identities)
+        return
+    from helpdesk.db.sql import insert_columns
+
+    qn = connection.ops.quote_name
+    pk = qn(Customer._meta.pk.column)
+    cols, marks, params = insert_columns(customer)
+    parts = [f"c AS (INSERT INTO {qn(Customer._meta.db_table)} ({', '.join(cols)}) VALUES ({', '.join(marks)}) "
+             f"RETURNING {pk})"]
+    rows = []
+    for ident in identities:
+        cols, marks, vals = insert_columns(ident, {Identity._meta.get_field("customer").column: f"(SELECT {pk} FROM c)"})
+        rows.append(f"({', '.join(marks)})")
+        params += vals
+    parts.append(f"i AS (INSERT INTO {qn(Identity._meta.db_table)} ({', '.join(cols)}) VALUES {', '.join(rows)})")
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT {pk} FROM c", params)
+        customer.pk = cursor.fetchone()[0]
+    customer._state.adding = False
+    customer._state.db = connection.alias
+    for ident in identities:
+        ident.customer = customer
 
 
 def _or(identities):

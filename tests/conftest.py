@@ -118,3 +118,36 @@ def _fresh_cache():
 
     cache.clear()
     yield
+
+
+@pytest.fixture
+def wire_sql():
+    """PostgreSQL: `with wire_sql() as sent:` records every statement sent on
+    the default connection as it went over the wire, one entry per round trip
+    (a BEGIN sent with the first statement as `BEGIN;SELECT ...`), COMMIT and
+    ROLLBACK included where this backend sends them (helpdesk.db.postgresql);
+    psycopg2's own BEGIN/COMMIT (transaction.atomic) are not seen."""
+    from contextlib import contextmanager
+
+    from django.db import connection
+
+    @contextmanager
+    def record():
+        connection.ensure_connection()
+        cls = connection.connection.cursor_factory
+        real = cls.execute
+        sent = []
+
+        def execute(self, query, vars=None):
+            try:
+                return real(self, query, vars)
+            finally:
+                sent.append(self.query.decode() if self.query else str(query))
+
+        cls.execute = execute
+        try:
+            yield sent
+        finally:
+            cls.execute = real
+
+    return record

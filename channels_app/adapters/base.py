@@ -53,6 +53,9 @@ class SendResult:
 
 class Adapter:
     kind: str = ""
+    # parse() reads only the envelope's payload (not its id): it may run
+    # before the envelope is stored (channels_app.services.envelope_store_and_process)
+    parses_unsaved: bool = False
 
     def handshake(self, request, channel) -> HttpResponse:
         return HttpResponseNotAllowed(["POST"])

@@ -51,3 +51,13 @@ def test_database_url_defaults_to_sqlite_under_var(tmp_path):
     result = run_manage(["shell", "--no-imports", "-c", code], {"DEBUG": "1"}, tmp_path)
     engine, name = result.stdout.split()
     assert engine == "django.db.backends.sqlite3" and name == str(tmp_path / "threadline.sqlite3")
+
+
+def test_the_asgi_process_shortens_the_gil_switch_interval(tmp_path):
+    """ASGI_SWITCH_INTERVAL_US (default 1000): set when helpdesk.asgi loads; 0
+    leaves Python's 5 ms."""
+    code = "import sys, helpdesk.asgi; print(sys.getswitchinterval())"
+    default = run_manage(["shell", "--no-imports", "-c", code], {"DEBUG": "1"}, tmp_path)
+    assert default.stdout.split() == ["0.001"], default.stderr
+    off = run_manage(["shell", "--no-imports", "-c", code], {"DEBUG": "1", "ASGI_SWITCH_INTERVAL_US": "0"}, tmp_path)
+    assert off.stdout.split() == ["0.005"], off.stderr

@@ -4,6 +4,7 @@ a database connection it keeps; and the socket's frames skip Channels' hop to
 the thread-sensitive sync thread."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -197,7 +198,10 @@ def _backend_alive(pid: int) -> bool:
 # ------------------------------------------------------------------ the store path's round trips
 
 def _statement(sql: str) -> str:
-    """A captured statement as `VERB table`, for readable failures."""
+    """A statement sent (wire_sql) as `VERB table`, for readable failures; a
+    BEGIN sent with it as `BEGIN;VERB table`."""
+    if sql.startswith("BEGIN;"):
+        return "BEGIN;" + _statement(sql[len("BEGIN;"):])
     words = sql.replace('"', "").split()
     verb = words[0].upper()
     if verb in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
@@ -212,13 +216,14 @@ def _statement(sql: str) -> str:
     return f"SELECT {table}" + (" FOR UPDATE" if "FOR UPDATE" in sql else "")
 
 
-def test_a_visitor_message_is_stored_in_seven_statements(personas, chat, monkeypatch):
+def test_a_visitor_message_is_stored_in_four_round_trips(personas, chat, monkeypatch, wire_sql):
     """The widget's store path (throttle_and_ingest) for a returning visitor
-    with an open conversation: one transaction of five statements, nothing
-    after commit on the database. Before: nine statements in it (SAVEPOINT
-    and RELEASE around the ingest) and the message's attachments read after."""
-    from django.test.utils import CaptureQueriesContext
-
+    with an open conversation: one transaction of three statements in four
+    round trips, BEGIN sent with the first, the envelope inserted (processed)
+    by the statement that writes the message, nothing after commit on the
+    database. Before: BEGIN on its own, INSERT of the envelope first and its
+    UPDATE after (seven round trips); earlier nine statements in the
+    transaction and the message's attachments read after."""
     from channels_app.models import Channel
     from conversations import automation
     from metrics import engine
@@ -229,35 +234,43 @@ def test_a_visitor_message_is_stored_in_seven_statements(personas, chat, monkeyp
     channel = Channel.objects.select_related("team").get(pk=chat.pk)  # as WidgetConsumer loads it
     body = {"visitor": "v-count", "text": "first", "client_id": "c0", "page": "", "language": "en"}
     consumers.throttle_and_ingest(channel, "v-count", "http://localhost", "127.0.0.1", body)
-    with CaptureQueriesContext(connection) as queries:
+    with wire_sql() as sent:
         hit, frame, conversation_id = consumers.throttle_and_ingest(
             channel, "v-count", "http://localhost", "127.0.0.1", dict(body, client_id="c1", text="second"))
     assert frame["type"] == "sent" and frame["message"]["text"] == "second" and frame["message"]["attachments"] == []
-    assert [_statement(q["sql"]) for q in queries.captured_queries] == [
-        "BEGIN",
-        "INSERT channels_app_inboundenvelope",
-        "SELECT customers_identity FOR UPDATE",  # the customer, locked
+    assert [_statement(sql) for sql in sent] == [
+        "BEGIN;SELECT customers_identity FOR UPDATE",  # the customer, locked
         "SELECT conversations_conversation",  # the open conversation
-        "WITH conversations_message",  # message, event, conversation, customer, metrics mark
-        "UPDATE channels_app_inboundenvelope",  # processed
+        "WITH conversations_message",  # message, envelope, event, conversation, customer, metrics mark
         "COMMIT",
     ]
-    message = Message.objects.get(body_text="second")
-    assert message.conversation_id == conversation_id and message.envelope.status == "processed"
-    assert message.envelope.message_ids == [message.pk]
+    assert 'INSERT INTO "channels_app_inboundenvelope"' in sent[2]
+    message = Message.objects.select_related("envelope").get(body_text="second")
+    assert message.conversation_id == conversation_id
+    envelope = message.envelope
+    assert (envelope.status, envelope.message_ids, envelope.attempts, envelope.kind, envelope.source) == (
+        "processed", [message.pk], 1, "chat", "widget")
+    assert envelope.processed_at is not None and envelope.headers == {"origin": "http://localhost"}
+    assert envelope.remote_addr == "127.0.0.1" and json.loads(bytes(envelope.body))["text"] == "second"
+    # the envelope ids come from its own sequence: the next envelope stored the ordinary way follows it
+    from channels_app.models import InboundEnvelope
+
+    later = InboundEnvelope.objects.create(channel=channel, kind="chat", body=b"{}")
+    assert later.pk > envelope.pk
 
 
-def test_a_new_visitors_first_message_is_stored_in_eight_statements(personas, chat, monkeypatch):
+def test_a_new_visitors_first_message_is_stored_in_four_round_trips(personas, chat, monkeypatch, wire_sql):
     """A first message from an unknown visitor: the customer is created in the
     transaction without a savepoint of its own (a concurrent twin loses the
     whole transaction and is run again, as a repeated delivery is), and a
     customer created here has no conversation to join or reopen, so neither is
-    looked up; the new conversation is inserted by the statement that writes
-    the message. Before: SAVEPOINT and RELEASE around the customer, two
-    conversation lookups (open, recently resolved) and the conversation's own
-    INSERT, thirteen statements."""
-    from django.test.utils import CaptureQueriesContext
-
+    looked up; the new conversation and the envelope are inserted by the
+    statement that writes the message, the customer and their identity by
+    one statement; BEGIN goes with the first statement. Before: eight round
+    trips (BEGIN, the envelope's INSERT and UPDATE, the identity's INSERT);
+    earlier SAVEPOINT and RELEASE around the customer, two conversation
+    lookups (open, recently resolved) and the conversation's own INSERT,
+    thirteen statements."""
     from channels_app.models import Channel
     from conversations import automation
     from metrics import engine
@@ -269,18 +282,14 @@ def test_a_new_visitors_first_message_is_stored_in_eight_statements(personas, ch
 
     webhooks._wanted_events()  # cached (as after any earlier message), not this path's
     body = {"visitor": "v-first", "text": "hello", "client_id": "c0", "page": "", "language": "en"}
-    with CaptureQueriesContext(connection) as queries:
+    with wire_sql() as sent:
         hit, frame, conversation_id = consumers.throttle_and_ingest(
             channel, "v-first", "http://localhost", "127.0.0.1", body)
     assert frame["type"] == "sent" and frame["message"]["text"] == "hello"
-    assert [_statement(q["sql"]) for q in queries.captured_queries] == [
-        "BEGIN",
-        "INSERT channels_app_inboundenvelope",
-        "SELECT customers_identity FOR UPDATE",  # nobody owns the visitor id
-        "INSERT customers_customer",
-        "INSERT customers_identity",
-        "WITH conversations_conversation",  # conversation, message, event, customer, metrics mark
-        "UPDATE channels_app_inboundenvelope",
+    assert [_statement(sql) for sql in sent] == [
+        "BEGIN;SELECT customers_identity FOR UPDATE",  # nobody owns the visitor id
+        "WITH customers_customer",  # the customer and their identity
+        "WITH conversations_conversation",  # conversation, message, envelope, event, customer, metrics mark
         "COMMIT",
     ]
     message = Message.objects.select_related("conversation__customer").get(body_text="hello")

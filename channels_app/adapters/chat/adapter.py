@@ -26,6 +26,7 @@ from ..base import Adapter, Forbidden, ParseError, ParseResult, SendResult
 
 class ChatAdapter(Adapter):
     kind = "chat"
+    parses_unsaved = True
 
     def verify(self, request, channel) -> None:
         # the generic /hooks/ URL is not how visitors talk to us: the widget
