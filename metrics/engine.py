@@ -574,7 +574,8 @@ def _secondary_indexes(cur) -> list[tuple[str, str]]:
 
 def _copy(cur, table: str, columns: list[str], text: str) -> None:
     if text:
-        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO(text), size=1 << 20)
+        # size positionally: under DEBUG Django's debug cursor passes *args only
+        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO(text), 1 << 20)
 
 
 def _fold_range(raw, lo: int, hi: int, job: dict) -> tuple[str, str, dict, int]:

@@ -252,7 +252,8 @@ def _write(text: str) -> None:
     with connection.cursor() as cur:
         _lock(cur)
         cur.execute(f"DELETE FROM {table}")
-        cur.copy_expert(f"COPY {table} (dim, value, day, kind, b, arr) FROM STDIN", io.StringIO(text), size=1 << 20)
+        # size positionally: under DEBUG Django's debug cursor passes *args only
+        cur.copy_expert(f"COPY {table} (dim, value, day, kind, b, arr) FROM STDIN", io.StringIO(text), 1 << 20)
 
 
 def _fetch_pg() -> list:

@@ -126,3 +126,21 @@ def test_failed_recompute_leaves_no_rollup_child(play, channels, personas, monke
         assert multiprocessing.active_children() == []
     else:
         pytest.fail("the recompute did not fail")
+
+
+def test_bulk_recompute_under_the_debug_cursor(play, channels, personas):
+    """With DEBUG on, Django wraps cursors in its debug cursor, whose copy_expert takes the size
+    positionally only: the COPYs of the facts, rollups and link rollup go through it."""
+    from django.db import connection
+
+    from conversations.models import Conversation
+    from metrics.models import CustomerLinkDay, DailyRollup
+
+    _scenario(play, channels, personas)
+    connection.force_debug_cursor = True
+    try:
+        assert engine._recompute_all_pg(None, timezone.now(), workers=1) == Conversation.objects.count()
+        assert any(q["sql"].startswith("COPY") for q in connection.queries)
+    finally:
+        connection.force_debug_cursor = False
+    assert DailyRollup.objects.exists() and CustomerLinkDay.objects.exists()
