@@ -181,8 +181,8 @@ def split(start: date, end: date, group_by) -> tuple[list[date], list[date]]:
 def rows(sel, what: str, by_day: bool):
     """The rows of the selection's period and filters: what="answers" gives dicts of
     kind, channel_kind, agent_id, team_id, score, n; what="sent" of kind, channel_kind, agent_id,
-    team_id, sent, answered; by_day adds `day` (a day, or the Monday of a whole week that lies in
-    one group of sel.group_by)."""
+    team_id, sent, answered; by_day gives `day` (a day, or the Monday of a whole week that lies in
+    one group of sel.group_by) and kind instead of the dimensions."""
     from .kpis.base import filter_dims
     from .models import SurveyDay
 
@@ -191,12 +191,11 @@ def rows(sel, what: str, by_day: bool):
     if weeks:
         period |= Q(span=7, day__in=weeks)
     qs = filter_dims(SurveyDay.objects.filter(period), sel, channel="channel_kind", agent="agent_id", team="team_id")
-    keys = ["day"] if by_day else []
+    # by day: the time groupings' rows, which need no dimension (they are filters, applied above)
+    keys = ["day", "kind"] if by_day else list(DIMS)
     if what == "answers":
-        return (qs.filter(score__isnull=False).values(*keys, *DIMS, "score").annotate(n=Sum("answers"))
-                .order_by())
-    return (qs.filter(score__isnull=True).values(*keys, *DIMS).annotate(sent=Sum("sent"), answered=Sum("answered"))
-            .order_by())
+        return qs.filter(score__isnull=False).values(*keys, "score").annotate(n=Sum("answers")).order_by()
+    return qs.filter(score__isnull=True).values(*keys).annotate(sent=Sum("sent"), answered=Sum("answered")).order_by()
 
 
 # --------------------------------------------------------------------------- upkeep by signals
