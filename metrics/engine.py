@@ -29,6 +29,7 @@ from conversations.models import Conversation, ConversationEvent, EventKind
 from . import facts as F
 from . import customer_links, histograms, link_rollup, resultcache, survey_rollup
 from .businesshours import local_day, schedules as load_schedules
+from .kpis.base import time_key
 from .models import (
     ROLLUP_COLUMNS,
     ConversationFact,
@@ -369,7 +370,7 @@ def _by_week(rows: list[list]) -> list[list]:
     weeks: dict = {}
     for day, channel, agent, team, *sums in rows:
         d = date.fromisoformat(day) if isinstance(day, str) else day
-        key = ((d - timedelta(days=d.weekday())).isoformat(), channel, agent, team)
+        key = (time_key(d, "week").isoformat(), channel, agent, team)
         acc = weeks.get(key)
         if acc is None:
             weeks[key] = list(sums)

@@ -371,25 +371,6 @@ def covering_dim(sel) -> tuple[str, str | None] | None:
     return dim, (None if value is None else str(value))
 
 
-def _split(start: date, end: date, group_by) -> tuple[list[date], list[date]]:
-    """The period as (days read from day rows, Mondays of the whole weeks read from week rows);
-    with group_by=day days only, with group_by=month no week across a month's end."""
-    if group_by == "day":
-        return _days(start, end), []
-    days, weeks = [], []
-    d = start
-    while d <= end:
-        monday = d - timedelta(days=d.weekday())
-        sunday = monday + timedelta(days=6)
-        if d == monday and sunday <= end and (group_by != "month" or sunday.month == monday.month):
-            weeks.append(d)
-            d = sunday + timedelta(days=1)
-        else:
-            days.append(d)
-            d += timedelta(days=1)
-    return days, weeks
-
-
 def _in(values: list) -> str:
     return "(" + ", ".join(["%s"] * len(values)) + ")"
 
@@ -424,7 +405,9 @@ def percentiles_hist(sel, metrics) -> tuple[dict, Limits] | None:
     metrics = list(metrics)
     table = ValueHistogram._meta.db_table
     g = "day" if sel.group_by in _TIME else ("key" if sel.group_by else "''")
-    days, weeks = _split(sel.start, sel.end, sel.group_by)
+    from .kpis.base import split_period
+
+    days, weeks = split_period(sel.start, sel.end, sel.group_by)
     parts, params = [], []
     for span, dates in ((1, days), (7, weeks)):
         if not dates:

@@ -6,7 +6,7 @@ Per local day (settings.TIME_ZONE), survey kind, channel, agent and team:
 - the row without a score: `sent`, the invitations sent that day (invited_at), and `answered`,
   how many of those have a score.
 Every day is counted on its day (span 1) and on its week (span 7, `day` the Monday), so a
-long period reads whole weeks (`_split`, as metrics.histograms).
+long period reads whole weeks (`kpis.base.split_period`, as the rollups and histograms).
 
 Upkeep is by recount, never by difference: a write of an invitation recounts the days it was
 on and is on now (`refresh`: delete the days' rows, count the invitations of those days, then
@@ -27,6 +27,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
+
+from .kpis.base import split_period, time_key
 
 STATE_KEY = "survey_days"
 LOCK = 7_240_014  # pg_advisory_xact_lock: shared by refreshes (then one per week), exclusive by rebuild
@@ -60,10 +62,6 @@ def _mark() -> None:
 
 def local_day(at: datetime | None) -> date | None:
     return None if at is None else at.astimezone(_tz()).date()
-
-
-def monday(day: date) -> date:
-    return day - timedelta(days=day.weekday())
 
 
 def _bounds(day: date) -> tuple[datetime, datetime]:
@@ -111,7 +109,7 @@ def _weeks_from_days(days) -> list:
 
     acc: dict = defaultdict(lambda: [0, 0, 0])
     for r in days:
-        a = acc[(monday(r.day), r.kind, r.channel_kind, r.agent_id, r.team_id, r.score)]
+        a = acc[(time_key(r.day, "week"), r.kind, r.channel_kind, r.agent_id, r.team_id, r.score)]
         a[0] += r.answers
         a[1] += r.sent
         a[2] += r.answered
@@ -126,7 +124,7 @@ def refresh(days) -> None:
     days = {d for d in days if d is not None}
     if not days or not usable():
         return
-    weeks = sorted({monday(d) for d in days})
+    weeks = sorted({time_key(d, "week") for d in days})
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cur:
@@ -172,12 +170,6 @@ def snapshot() -> dict:
 
 # --------------------------------------------------------------------------- reads
 
-def split(start: date, end: date, group_by) -> tuple[list[date], list[date]]:
-    from .histograms import _split
-
-    return _split(start, end, group_by)
-
-
 def rows(sel, what: str, by_day: bool):
     """The rows of the selection's period and filters: what="answers" gives dicts of
     kind, channel_kind, agent_id, team_id, score, n; what="sent" of kind, channel_kind, agent_id,
@@ -186,7 +178,7 @@ def rows(sel, what: str, by_day: bool):
     from .kpis.base import filter_dims
     from .models import SurveyDay
 
-    days, weeks = split(sel.start, sel.end, sel.group_by if by_day else None)
+    days, weeks = split_period(sel.start, sel.end, sel.group_by if by_day else None)
     period = Q(span=1, day__in=days) if days else Q(pk__in=[])
     if weeks:
         period |= Q(span=7, day__in=weeks)

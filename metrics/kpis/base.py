@@ -109,6 +109,29 @@ def time_key(day: date, group_by: str) -> date:
     return day
 
 
+def split_period(start: date, end: date, group_by) -> tuple[list[date], list[date]]:
+    """The period as (days read from day rows, Mondays of the whole weeks read from week rows) for
+    the tables kept per day and per week (rollups, histograms, survey counts): with group_by=day
+    days only, with group_by=month no week across a month's end."""
+    days: list[date] = []
+    weeks: list[date] = []
+    d = start
+    while d <= end:
+        if group_by == "day":
+            days.append(d)
+            d += timedelta(days=1)
+            continue
+        monday = time_key(d, "week")
+        sunday = monday + timedelta(days=6)
+        if d == monday and sunday <= end and (group_by != "month" or sunday.month == monday.month):
+            weeks.append(d)
+            d = sunday + timedelta(days=1)
+        else:
+            days.append(d)
+            d += timedelta(days=1)
+    return days, weeks
+
+
 def filter_dims(qs, sel: Selection, *, channel: str, agent: str, team: str):
     if sel.channel:
         qs = qs.filter(**{channel: sel.channel})
@@ -125,9 +148,7 @@ _ROLLUP_DIMS = {"channel": "channel", "agent": "agent_id", "team": "team_id"}
 def rollup_sets(sel: Selection) -> list:
     """The rollup rows of the selection's period and filters: querysets of DailyRollup (the days)
     and WeeklyRollup (the whole weeks, each inside one group of a time grouping)."""
-    from ..histograms import _split
-
-    days, weeks = _split(sel.start, sel.end, sel.group_by)
+    days, weeks = split_period(sel.start, sel.end, sel.group_by)
     sets = []
     if days:
         period = ({"day__gte": sel.start, "day__lte": sel.end} if not weeks else {"day__in": days})
