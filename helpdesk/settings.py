@@ -111,6 +111,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    if TESTING:
+        # a file, not Django's shared-cache in-memory database: the live servers of the browser
+        # tests write from several threads, and shared cache reports a lock conflict at once
+        # ("database table is locked") instead of waiting out the busy timeout
+        DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # the stock backend, plus transactions that begin with their first statement

@@ -22,6 +22,18 @@ def pytest_report_header(config):
     return lines
 
 
+def pytest_unconfigure(config):
+    """The SQLite test database is a file (settings: live servers write from several threads);
+    Django removes the file, and this its WAL files, which a thread's connection may keep."""
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if not settings.IS_POSTGRES and name:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.remove(name + suffix)
+            except FileNotFoundError:
+                pass
+
+
 @pytest.fixture(autouse=True)
 def _media_root(tmp_path, settings):
     settings.MEDIA_ROOT = str(tmp_path / "media")
