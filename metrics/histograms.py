@@ -488,12 +488,21 @@ def _rank_buckets(sel, metrics: list, dim: str, key_filter, ps) -> dict:
             params.append(key_filter)
         parts.append(f"SELECT metric, {g} AS g, bucket, n FROM {table} WHERE {where}")
     pg = connection.vendor == "postgresql"
-    # per (metric, group) its buckets and their counts as two arrays (SQLite: JSON arrays); the
-    # database sums the days and weeks per bucket, and neither sorts: hashing only
+    # per (metric, group) its buckets and their counts as two arrays (SQLite: JSON arrays)
     agg = ("array_agg(bucket), array_agg(n)" if pg else "json_group_array(bucket), json_group_array(n)")
-    sum_n = "SUM(n)::bigint" if pg else "SUM(n)"
-    sql = (f"SELECT metric, g, {agg} FROM (SELECT metric, g, bucket, {sum_n} AS n FROM ("
-           f"{' UNION ALL '.join(parts)}) u GROUP BY metric, g, bucket) h WHERE n <> 0 GROUP BY metric, g")
+    if sel.group_by == "day":
+        # a group is one day row per bucket: no sums, and a range of days keeps the index's order
+        # (metric, day, bucket), so the rows are grouped as they are read, without hashing
+        where = f"metric IN {_in(metrics)} AND dim = %s AND span = 1 AND day >= %s AND day <= %s AND n <> 0"
+        params = [*metrics, dim, sel.start, sel.end]
+        if key_filter is not None:
+            where += " AND key = %s"
+            params.append(key_filter)
+        sql = f"SELECT metric, day, {agg} FROM {table} WHERE {where} GROUP BY metric, day"
+    else:  # the sums of the days and weeks per bucket, by hashing
+        sum_n = "SUM(n)::bigint" if pg else "SUM(n)"
+        sql = (f"SELECT metric, g, {agg} FROM (SELECT metric, g, bucket, {sum_n} AS n FROM ("
+               f"{' UNION ALL '.join(parts)}) u GROUP BY metric, g, bucket) h WHERE n <> 0 GROUP BY metric, g")
     out: dict = {m: {} for m in metrics}
     with connection.cursor() as cur:
         cur.execute(sql, params)
