@@ -70,6 +70,8 @@ def _selections():
     out = []
     for start, end in ((DAY0, DAY0 + timedelta(days=30)), (DAY0 + timedelta(days=3), DAY0 + timedelta(days=9)),
                        (DAY0 + timedelta(days=25), DAY0 + timedelta(days=25)),
+                       (DAY0 - timedelta(days=30), DAY0 + timedelta(days=50)),  # whole four-week blocks
+                       (DAY0 - timedelta(days=9), DAY0 + timedelta(days=19)),
                        (DAY0 - timedelta(days=40), DAY0 - timedelta(days=1))):  # the last: nothing in it
         for group_by in (None, *GROUPINGS):
             for filters in ({}, {"channel": "email"}, {"channel": "sms"}, {"agent_id": 12}, {"team_id": 21},
@@ -244,3 +246,30 @@ def test_counts_of_other_thresholds_are_never_read():
     ValueHistogram.objects.all().delete()
     histograms.rebuild()
     assert histograms.current() and histograms.snapshot() == before
+
+
+@pytest.mark.parametrize("group_by", [None, *GROUPINGS])
+def test_spans_cover_the_period_once(group_by):
+    """The stored counts a read sums (days, weeks, four-week blocks) cover each day of the period
+    exactly once; blocks start on their grid and only serve selections without a time grouping;
+    a week never serves a day grouping nor crosses a month's end for a month grouping."""
+    rng = random.Random(3)
+    for _ in range(300):
+        start = DAY0 + timedelta(days=rng.randrange(-60, 60))
+        end = start + timedelta(days=rng.choice([0, 3, 27, 28, 29, 55, 56, 89, 120, rng.randrange(0, 200)]))
+        covered = []
+        spans = dict(histograms.spans(Selection(start, end, group_by)))
+        for span, firsts in spans.items():
+            for first in firsts:
+                days = [first + timedelta(days=i) for i in range(span)]
+                covered += days
+                if span == histograms.BLOCK:
+                    assert histograms.block_start(first) == first and first.weekday() == 0
+                if span == 7:
+                    assert first.weekday() == 0 and group_by != "day"
+                    assert group_by != "month" or days[0].month == days[-1].month
+        assert sorted(covered) == [start + timedelta(days=i) for i in range((end - start).days + 1)]
+        if group_by in ("day", "week", "month"):
+            assert histograms.BLOCK not in spans
+        elif (end - start).days >= 2 * histograms.BLOCK - 1:
+            assert spans[histograms.BLOCK]
