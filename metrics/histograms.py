@@ -479,7 +479,8 @@ def percentiles(sel, metrics, ps=(0.5, 0.9)) -> dict | None:
     """{metric: {group key: (median, p90)}} for the selection, exactly as percentile_cont over
     the facts' values; None when the cuboids do not cover it."""
     cover = covering_dim(sel)
-    lim = None if cover is None else limits()
+    # read once per selection (its figures' reads share it; the state changes only with a recompute)
+    lim = None if cover is None else sel.memo("histogram-limits", limits)
     if lim is None:
         return None
     dim, key_filter = cover
