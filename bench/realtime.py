@@ -255,7 +255,7 @@ def _gc_timer(out: list):
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            out.append(time.perf_counter() - started[0])
+            out.append((time.perf_counter() - started[0], info.get("generation")))
     return callback
 
 
@@ -390,6 +390,7 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     results["connected"] = len(ready)
     results["t1"] = time.time()
     lag_probe.cancel()
+    results["gc_was_enabled"] = gc.isenabled()
     gc.enable()
     if TRACE:
         lag_task.cancel()
@@ -541,7 +542,11 @@ def main():
           f"PostgreSQL {(others['postgres'] + stats['pg_cpu']) / window:.0%} (all databases; "
           f"{stats['pg_cpu'] / window:.0%} the ingest workers' backends), Redis {others['redis-server'] / window:.0%}")
     cgc, lag = results.get("client_gc", []), results.get("client_lag", [])
-    print(f"bench client (the instrument) during the window: {len(cgc)} GC pauses (max {max(cgc or [0]) * 1000:.1f} ms), "
+    gens = sorted({g for _, g in cgc})
+    cgc = [d for d, _ in cgc]
+    print(f"bench client (the instrument) during the window: collector {'on' if results.get('gc_was_enabled') else 'off'}, "
+          f"{len(cgc)} GC pauses (generations {gens}, "
+          f"max {max(cgc or [0]) * 1000:.1f} ms), "
           f"5 ms timer late p50 {pct(lag, .5) * 1000:.1f} / p99 {pct(lag, .99) * 1000:.1f} / "
           f"max {max(lag or [0]) * 1000:.1f} ms")
     print(f"ingest commit -> agent socket: {len(ing)} deliveries, p50 {pct(ing, .5) * 1000:.1f} ms, "
