@@ -191,7 +191,8 @@ def main():
     if len(bg) >= 2:
         a, b = bg[0][3], bg[-1][3]
         print(f"\ncheckpointer/WAL over the window: {[y - x for x, y in zip(a[0], b[0])]} "
-              f"(timed, req, buffers_checkpoint, buffers_backend, backend_fsync); wal {[y - x for x, y in zip(a[1], b[1])]}"
+              "(timed, req, buffers_checkpoint, buffers_backend, backend_fsync); "
+              f"wal {[y - x for x, y in zip(a[1], b[1])]}"
               " (records, bytes, write, sync)")
 
 
