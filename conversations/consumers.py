@@ -40,21 +40,29 @@ AGENT_RATE = 100
 PUMP_YIELD_EVERY = 64
 
 
-class AgentConsumer(AsyncJsonWebsocketConsumer):
-    async def __call__(self, scope, receive, send):
-        """Channels' AsyncConsumer.__call__, with the frames of the browser and
-        the channel layer's events each read by a loop of their own (_pump)
-        instead of channels.utils.await_many_dispatch.
+class PumpedConsumer:
+    """For a Channels async consumer (before it in the bases): AsyncConsumer.
+    __call__ with the frames of the browser and the channel layer's events
+    each read by a loop of their own (_pump) instead of channels.utils.
+    await_many_dispatch.
 
-        await_many_dispatch starts a new task per message and waits for it with
-        asyncio.wait: three turns of the event loop per event, however many are
-        queued, so a socket forwards at most one event per three turns. On a
+    await_many_dispatch starts a new task per message and waits for it with
+    asyncio.wait: three turns of the event loop per message (one here when the
+    socket was idle, none for a queued one): a message waited for three turns
+    (10 ms and more each on the bench's busy loop) before its handler ran, and
+    a socket forwarded at most one event per three turns (see __call__)."""
+
+    async def __call__(self, scope, receive, send):
+        """Handlers still run one at a time (a lock), as Channels runs them.
+
+        Measured on the agent socket: await_many_dispatch's three turns per
+        event, however many are queued, let a socket forward at most one event
+        per three turns. On a
         busy loop (bench/realtime.py on 2 shared cores: turns of 10 ms and more)
         that is under 40 events/s: in a traced run the 20 sockets of the team
         that got 40 events/s fell behind together by up to 1 s while the other
         teams' sockets (20/s) stayed within 0.3 s. Here the queued events go
-        out back to back in one turn. Handlers still run one at a time (a
-        lock), as Channels runs them."""
+        out back to back in one turn."""
         layer = get_channel_layer(self.channel_layer_alias)
         if layer is None:
             return await super().__call__(scope, receive, send)
@@ -94,6 +102,9 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             count += 1
             if count % PUMP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+
+
+class AgentConsumer(PumpedConsumer, AsyncJsonWebsocketConsumer):
 
     async def connect(self):
         user = self.scope.get("user")
