@@ -369,3 +369,27 @@ def test_queued_broadcasts_go_out_in_a_few_loop_turns(personas, settings):
         assert (await recv_until(comm, lambda f: f["event"] == "pong"))["event"] == "pong"
         await comm.disconnect()
     run(scenario)
+
+
+def test_availability_batch_is_sent_from_a_plain_event_loop(personas):
+    """As under uvicorn, where no async_to_sync runs the loop: the change is
+    made in Channels' one sync thread (database_sync_to_async), whose context
+    says "in use"; a batch task inheriting that context could not reach the
+    database ("Single thread executor already being used, would deadlock") and
+    the frame was lost (logged by each ASGI process of bench/realtime.py while
+    its agents connected)."""
+    import asyncio
+
+    async def scenario():
+        listener = agent_socket(personas.manager)
+        assert (await listener.connect())[0]
+        await listener.receive_json_from()  # ready
+        ana = agent_socket(personas.ana)
+        assert (await ana.connect())[0]
+        await ana.receive_json_from()
+        frame = await recv_until(listener, lambda f: f["event"] == "agent.availability"
+                                 and {"agent": personas.ana.pk, "status": "online"} in f["agents"], timeout=5)
+        assert frame["agents"]
+        await ana.disconnect()
+        await listener.disconnect()
+    asyncio.run(scenario())
