@@ -9,6 +9,7 @@ changed since.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import threading
@@ -301,7 +302,10 @@ def publish_availability(user_id: int, status: str) -> None:
     loop = _serving_loop()
     if loop is not None:
         try:
-            loop.call_soon_threadsafe(_availability_batch(loop).add, user_id)
+            # an empty context, not this thread's: in Channels' sync thread it
+            # marks asgiref's single thread executor as in use, and the batch's
+            # task (which inherits it) could then not reach the database
+            loop.call_soon_threadsafe(_availability_batch(loop).add, user_id, context=contextvars.Context())
             return
         except RuntimeError:  # the loop closed meanwhile
             pass

@@ -1,6 +1,7 @@
 """The agents' WebSocket: auth, origin, group permissions, presence, availability, catch-up."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -330,3 +331,65 @@ def test_socket_frames_skip_the_session_save_check():
         async_to_sync(scenario)(InstanceSessionWrapper, frame)
     with pytest.raises(NotImplementedError):  # and ours still does for an HTTP response start
         async_to_sync(scenario)(SocketSessionWrapper, {"type": "http.response.start", "status": 200})
+
+
+def test_queued_broadcasts_go_out_in_a_few_loop_turns(personas, settings):
+    """A socket's queued events are forwarded back to back: Channels' own
+    dispatch loop (await_many_dispatch) took three turns of the event loop per
+    event, so on a busy loop a socket getting many events fell behind. In-memory
+    layer: its queue is filled at once, the count of turns is exact."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    from conversations.realtime import broadcast_event
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    events = 50
+
+    async def scenario():
+        comm = agent_socket(personas.ana)
+        assert (await comm.connect())[0]
+        assert (await comm.receive_json_from())["event"] == "ready"
+        await drain(comm, timeout=0.2)
+        layer = get_channel_layer()
+        [channel] = layer.groups[f"agent.{personas.ana.pk}"]  # the socket's channel
+        for i in range(events):  # the in-memory layer's send queues without a turn of the loop
+            await layer.send(channel, broadcast_event({"event": "mention", "message": i, "id": f"e{i}", "at": "now"}))
+        got, turns = [], 0
+        while len(got) < events and turns < 1000:
+            await asyncio.sleep(0)
+            turns += 1
+            while not comm.output_queue.empty():
+                got.append(comm.output_queue.get_nowait())
+        assert [json.loads(f["text"])["message"] for f in got] == list(range(events))
+        assert turns <= 5, f"{events} queued events took {turns} loop turns"
+        # the socket still answers its browser's frames and closes cleanly
+        await comm.send_json_to({"type": "ping"})
+        assert (await recv_until(comm, lambda f: f["event"] == "pong"))["event"] == "pong"
+        await comm.disconnect()
+    run(scenario)
+
+
+def test_availability_batch_is_sent_from_a_plain_event_loop(personas):
+    """As under uvicorn, where no async_to_sync runs the loop: the change is
+    made in Channels' one sync thread (database_sync_to_async), whose context
+    says "in use"; a batch task inheriting that context could not reach the
+    database ("Single thread executor already being used, would deadlock") and
+    the frame was lost (logged by each ASGI process of bench/realtime.py while
+    its agents connected)."""
+    import asyncio
+
+    async def scenario():
+        listener = agent_socket(personas.manager)
+        assert (await listener.connect())[0]
+        await listener.receive_json_from()  # ready
+        ana = agent_socket(personas.ana)
+        assert (await ana.connect())[0]
+        await ana.receive_json_from()
+        frame = await recv_until(listener, lambda f: f["event"] == "agent.availability"
+                                 and {"agent": personas.ana.pk, "status": "online"} in f["agents"], timeout=5)
+        assert frame["agents"]
+        await ana.disconnect()
+        await listener.disconnect()
+    asyncio.run(scenario())

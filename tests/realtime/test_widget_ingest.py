@@ -189,6 +189,43 @@ def test_ingest_threads_start_warm_and_close_idle_connections(db, monkeypatch):
     assert not any(t.name.startswith("chat-ingest") and t.is_alive() for t in threading.enumerate())
 
 
+def test_warm_up_readies_celery_without_sending_a_task(db):
+    """The warm-up builds Celery's task registry and connects to the broker, so
+    that the process's first after-ingest task does not hold an ingest thread
+    for that (0.25-0.5 s under load). In a fresh process: these are per process."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        pytest.skip("Celery runs tasks eagerly without Redis: nothing to warm up")
+    import redis
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queued = broker.llen("celery")
+    script = (
+        "import json, django\n"
+        "django.setup()\n"
+        "from helpdesk.celery import app\n"
+        "from channels_app.adapters.chat import ingest_pool\n"
+        "assert not app.finalized\n"
+        "ingest_pool.warm_up()\n"
+        "conns = list(app.pool._resource.queue)\n"
+        "print(json.dumps({'finalized': app.finalized,\n"
+        "                  'connected': any(getattr(c, 'connected', False) for c in conns)}))\n")
+    db_url = os.environ.get("DATABASE_URL", "")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "helpdesk.settings"),
+           # the test database (the warm-up also opens a connection)
+           "DATABASE_URL": db_url.rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"] if db_url else ""}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=str(settings.BASE_DIR))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"finalized": True, "connected": True}
+    assert broker.llen("celery") == queued  # no task was sent
+
+
 def _backend_alive(pid: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])

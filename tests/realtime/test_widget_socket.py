@@ -425,3 +425,30 @@ def test_visitor_message_is_one_transaction_and_a_failure_is_kept_for_replay(per
     with pytest.raises(ValueError):
         ingest_visitor_message(chat, {"visitor": "v-three", "client_id": "c2", "text": "   "})
     assert InboundEnvelope.objects.filter(status="failed", error__startswith="ParseError").count() == 1
+
+
+def test_queued_visitor_frames_are_handled_in_a_few_loop_turns(chat):
+    """Each of a visitor's frames used to wait three turns of the event loop
+    before its handler ran (Channels' await_many_dispatch); see
+    conversations.consumers.PumpedConsumer. Frames that the socket answers
+    without the database or a thread: the count of turns is exact."""
+    import asyncio
+
+    frames = 20
+
+    async def scenario():
+        comm = widget_socket(chat)
+        await hello(comm)
+        await drain(comm, timeout=0.2)
+        for _ in range(frames):
+            await comm.send_json_to({"type": "message", "text": "  "})
+        got, turns = [], 0
+        while len(got) < frames and turns < 1000:
+            await asyncio.sleep(0)
+            turns += 1
+            while not comm.output_queue.empty():
+                got.append(comm.output_queue.get_nowait())
+        assert [f["text"] for f in got] == ['{"type": "error", "code": "empty"}'] * frames
+        assert turns <= 5, f"{frames} queued frames took {turns} loop turns"
+        await comm.disconnect()
+    run(scenario)
