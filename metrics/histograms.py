@@ -435,6 +435,19 @@ def _report_key(sel, dim, g):
     return int(g) if g not in (None, "") else None
 
 
+def _span_wheres(sel, metrics: list, dim: str, key_filter) -> list[tuple[str, list]]:
+    """(WHERE, params) of the stored counts of the selection, one per span (`spans`)."""
+    out = []
+    for span, dates in spans(sel):
+        where = f"metric IN {_in(metrics)} AND dim = %s AND span = %s AND day IN {_in(dates)}"
+        params = [*metrics, dim, span, *dates]
+        if key_filter is not None:
+            where += " AND key = %s"
+            params.append(key_filter)
+        out.append((where, params))
+    return out
+
+
 def percentiles_hist(sel, metrics) -> tuple[dict, Limits] | None:
     """({metric: {group key: {bucket: count}}}, the buckets' limits) of the selection; None when
     the cuboids do not cover it."""
@@ -449,12 +462,8 @@ def percentiles_hist(sel, metrics) -> tuple[dict, Limits] | None:
     table = ValueHistogram._meta.db_table
     g = "day" if sel.group_by in _TIME else ("key" if sel.group_by else "''")
     parts, params = [], []
-    for span, dates in spans(sel):
-        where = f"metric IN {_in(metrics)} AND dim = %s AND span = %s AND day IN {_in(dates)}"
-        params += [*metrics, dim, span, *dates]
-        if key_filter is not None:
-            where += " AND key = %s"
-            params.append(key_filter)
+    for where, args in _span_wheres(sel, metrics, dim, key_filter):
+        params += args
         by = f"metric, {g}, bucket" if sel.group_by else "metric, bucket"
         # ::bigint: SUM of a bigint is numeric, which the driver turns into Decimals (slow)
         sum_n = "SUM(n)::bigint" if connection.vendor == "postgresql" else "SUM(n)"
@@ -513,12 +522,8 @@ def _rank_buckets(sel, metrics: list, dim: str, key_filter, ps) -> dict:
     else:
         g = "key" if sel.group_by else "''"
     parts, params = [], []
-    for span, dates in spans(sel):
-        where = f"metric IN {_in(metrics)} AND dim = %s AND span = %s AND day IN {_in(dates)}"
-        params += [*metrics, dim, span, *dates]
-        if key_filter is not None:
-            where += " AND key = %s"
-            params.append(key_filter)
+    for where, args in _span_wheres(sel, metrics, dim, key_filter):
+        params += args
         parts.append(f"SELECT metric, {g} AS g, bucket, n FROM {table} WHERE {where}")
     pg = connection.vendor == "postgresql"
     # per (metric, group) its buckets and their counts as two arrays (SQLite: JSON arrays)
