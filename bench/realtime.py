@@ -545,7 +545,8 @@ def main():
     frames = len(ing) + len(vis)
     cpu = results.get("cpu1", 0) - results.get("cpu0", 0)
     print(f"machine load average {results.get('load0', 0):.1f} -> {results.get('load1', 0):.1f} "
-          f"({os.cpu_count()} CPUs, shared); ASGI processes (with their ingest workers) used {cpu:.1f} CPU-s for {frames} measured deliveries "
+          f"({os.cpu_count()} CPUs, shared); ASGI processes (with their ingest workers) used {cpu:.1f} CPU-s "
+          f"for {frames} measured deliveries "
           f"= {cpu * 1000 / max(frames, 1):.2f} CPU-ms per delivery (incl. visitor ingest, pings)")
     busy = results["machine1"][0] - results["machine0"][0]
     window = (results["machine1"][1] - results["machine0"][1]) / (os.cpu_count() or 1)

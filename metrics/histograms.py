@@ -1,10 +1,11 @@
 """Exact medians and p90 from value histograms (KPI.md: percentile_cont, linear interpolation).
 
 `ValueHistogram` counts, per figure (METRICS), dimension (DIMS: the whole, or one of channel,
-agent, team), local day, week or four-week block (`span`, `spans`), dimension value (`key`) and bucket, the values of the facts that fell
-in the bucket: bucket b of a value v is `bisect_right(T, v)` (SQL: `width_bucket(v, T)`, the
-same float8 values), i.e. T[b-1] <= v < T[b], where T is THRESHOLDS plus the figure's splits
-(quantiles of its values chosen by the full recompute; `limits()`).
+agent, team), local day, week or four-week block (`span`, `spans`), dimension value (`key`) and
+bucket, the values of the facts that fell in the bucket: bucket b of a value v is
+`bisect_right(T, v)` (SQL: `width_bucket(v, T)`, the same float8 values), i.e.
+T[b-1] <= v < T[b], where T is THRESHOLDS plus the figure's splits (quantiles of its values
+chosen by the full recompute; `limits()`).
 
 A read (`percentiles`) sums the counts of the selection per (group, bucket) - a few thousand
 rows -, finds the buckets that hold the two ranks percentile_cont interpolates between
@@ -181,7 +182,8 @@ def _count(acc: dict, metric: str, day, channel, agent, team, value, sign: int, 
     first = block_start(day)
     for dim, key in (("all", ""), ("channel", channel or ""), ("agent", "" if agent is None else str(agent)),
                      ("team", "" if team is None else str(team))):
-        for k in ((metric, dim, 1, day, key, b), (metric, dim, 7, monday, key, b), (metric, dim, BLOCK, first, key, b)):
+        for span, start in ((1, day), (7, monday), (BLOCK, first)):
+            k = (metric, dim, span, start, key, b)
             acc[k] = acc.get(k, 0) + sign
 
 
@@ -418,18 +420,14 @@ def _in(values: list) -> str:
     return "(" + ", ".join(["%s"] * len(values)) + ")"
 
 
-def _date(v):
-    return date.fromisoformat(v[:10]) if isinstance(v, str) else v
-
-
 def _report_key(sel, dim, g):
     """The report's group key of a histogram key / fact column value."""
     if sel.group_by is None:
         return None
     if sel.group_by in _TIME:
-        from .kpis.base import time_key
+        from .kpis.base import as_date, time_key
 
-        return time_key(_date(g), sel.group_by)
+        return time_key(as_date(g), sel.group_by)
     if dim == "channel":
         return g
     return int(g) if g not in (None, "") else None
@@ -497,6 +495,15 @@ def percentiles(sel, metrics, ps=(0.5, 0.9)) -> dict | None:
     return {m: _order_statistics(sel, m, dim, key_filter, located[m], ps, lim.of(m)) for m in metrics}
 
 
+def _ranks(total: int, ps) -> set[int]:
+    """The ranks percentile_cont interpolates between for each p of `ps` over `total` values."""
+    ranks = set()
+    for p in ps:
+        pos = (total - 1) * p
+        ranks.update((math.floor(pos), math.ceil(pos)))
+    return ranks
+
+
 def _time_sql(column: str, group_by: str) -> str:
     """SQL of the report group (a week's Monday, a month's first day) of a date column."""
     pg = connection.vendor == "postgresql"
@@ -511,20 +518,13 @@ def _rank_buckets(sel, metrics: list, dim: str, key_filter, ps) -> dict:
     """{metric: {group key: (count, [(bucket, n, values below the bucket)])}}: per report group its
     count of values and only the buckets that hold a rank percentile_cont interpolates between
     (floor and ceil of (count - 1) p). The database sums the counts of the selection's days, weeks
-    and blocks (`spans`) per (metric, group, bucket) and returns them as one row per group (two arrays): at 1 M
-    conversations a day grouping's ~35,000 bucket rows became 180 rows, and what took the time was
-    turning rows into Python objects. (Ranking the buckets in SQL, with window sums, was slower.)"""
+    and blocks (`spans`) per (metric, group, bucket) and returns them as one row per group (two
+    arrays): at 1 M conversations a day grouping's ~35,000 bucket rows became 180 rows, and what
+    took the time was turning rows into Python objects. (Ranking the buckets in SQL, with window
+    sums, was slower.)"""
     from .models import ValueHistogram
 
     table = ValueHistogram._meta.db_table
-    if sel.group_by in _TIME:
-        g = _time_sql("day", sel.group_by)
-    else:
-        g = "key" if sel.group_by else "''"
-    parts, params = [], []
-    for where, args in _span_wheres(sel, metrics, dim, key_filter):
-        params += args
-        parts.append(f"SELECT metric, {g} AS g, bucket, n FROM {table} WHERE {where}")
     pg = connection.vendor == "postgresql"
     # per (metric, group) its buckets and their counts as two arrays (SQLite: JSON arrays)
     agg = ("array_agg(bucket), array_agg(n)" if pg else "json_group_array(bucket), json_group_array(n)")
@@ -537,7 +537,12 @@ def _rank_buckets(sel, metrics: list, dim: str, key_filter, ps) -> dict:
             where += " AND key = %s"
             params.append(key_filter)
         sql = f"SELECT metric, day, {agg} FROM {table} WHERE {where} GROUP BY metric, day"
-    else:  # the sums of the days and weeks per bucket, by hashing
+    else:  # the sums of the days, weeks and blocks per bucket, by hashing
+        g = _time_sql("day", sel.group_by) if sel.group_by in _TIME else ("key" if sel.group_by else "''")
+        parts, params = [], []
+        for where, args in _span_wheres(sel, metrics, dim, key_filter):
+            params += args
+            parts.append(f"SELECT metric, {g} AS g, bucket, n FROM {table} WHERE {where}")
         sum_n = "SUM(n)::bigint" if pg else "SUM(n)"
         sql = (f"SELECT metric, g, {agg} FROM (SELECT metric, g, bucket, {sum_n} AS n FROM ("
                f"{' UNION ALL '.join(parts)}) u GROUP BY metric, g, bucket) h WHERE n <> 0 GROUP BY metric, g")
@@ -551,12 +556,8 @@ def _rank_buckets(sel, metrics: list, dim: str, key_filter, ps) -> dict:
         pairs = sorted(zip(buckets, counts))
         cum = list(accumulate(n for _b, n in pairs))
         total = cum[-1]
-        ranks = set()
-        for p in ps:
-            pos = (total - 1) * p
-            ranks.update((math.floor(pos), math.ceil(pos)))
         held = []
-        for rank in sorted(ranks):
+        for rank in sorted(_ranks(total, ps)):
             i = bisect_right(cum, rank)
             b, n = pairs[i]
             if not held or held[-1][0] != b:
@@ -723,12 +724,8 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps, thresholds
     for group, (total, buckets) in groups.items():
         if not total:
             continue
-        ranks = set()
-        for p in ps:
-            pos = (total - 1) * p
-            ranks.update((math.floor(pos), math.ceil(pos)))
         located = {}
-        for rank in ranks:
+        for rank in _ranks(total, ps):
             for b, n, below in buckets:
                 if below <= rank < below + n:
                     located[rank] = (b, rank - below)

@@ -212,7 +212,7 @@ def rollups(sel: Selection) -> dict:
                 for row in sum_rows(*s, (dim,), ROLLUP_COLUMNS):
                     key = row[0]
                     if sel.group_by in TIME_GROUPINGS:
-                        key = time_key(_as_date(key), sel.group_by)
+                        key = time_key(as_date(key), sel.group_by)
                     elif sel.group_by in ("agent", "team"):
                         key = key or None
                     add(key, row[1:])
@@ -221,7 +221,8 @@ def rollups(sel: Selection) -> dict:
     return sel.memo("rollups", load)
 
 
-def _as_date(v) -> date:
+def as_date(v) -> date:
+    """A date column's value: a date, or (SQLite without the ORM's converters) its ISO text."""
     return date.fromisoformat(v[:10]) if isinstance(v, str) else v
 
 
