@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import defaultdict
 from datetime import date, datetime, timedelta
@@ -527,15 +528,23 @@ def _b(v) -> str:
     return "\\N" if v is None else ("t" if v else "f")
 
 
-def _fact_line(b, tz) -> str:
-    """The COPY line of one ConversationFact (columns of FACT_COLUMNS) from a finished Base."""
+def _local_days(b, tz) -> tuple[date | None, date | None]:
+    """The local days of a finished Base's first response and resolution (frt_day, resolved_day)."""
+    frt_at, resolved = b.frt_at, b.resolved_at
+    return (None if frt_at is None else frt_at.astimezone(tz).date(),
+            None if resolved is None else resolved.astimezone(tz).date())
+
+
+def _fact_line(b, tz, frt_day: date | None, resolved_day: date | None) -> str:
+    """The COPY line of one ConversationFact (columns of FACT_COLUMNS) from a finished Base and its
+    `_local_days`."""
     started, frt_at, resolved = b.started_at, b.frt_at, b.resolved_at
     return "\t".join((
         str(b.conversation_id), _n(b.customer_id), _copy_text(b.origin_kind), _ts(started),
         "\\N" if started is None else started.astimezone(tz).date().isoformat(), _b(b.outbound_first),
-        _ts(b.first_inbound_at), _ts(frt_at), "\\N" if frt_at is None else frt_at.astimezone(tz).date().isoformat(),
+        _ts(b.first_inbound_at), _ts(frt_at), "\\N" if frt_day is None else frt_day.isoformat(),
         _f(b.frt_seconds), _f(b.frt_bh_seconds), _copy_text(b.frt_kind), _n(b.frt_agent_id), _n(b.frt_team_id),
-        _ts(b.awaiting_since), _ts(resolved), "\\N" if resolved is None else resolved.astimezone(tz).date().isoformat(),
+        _ts(b.awaiting_since), _ts(resolved), "\\N" if resolved_day is None else resolved_day.isoformat(),
         _f(b.resolution_seconds), _f(b.resolution_bh_seconds), _n(b.resolution_agent_id), _n(b.resolution_team_id),
         str(b.reopen_count), str(b.public_replies), str(b.contacts), str(b.switches), _b(b.one_touch), _b(b.fcr),
         _b(b.fcr_final), _ts(b.fcr_window_end), _b(b.repeat_contact), _b(b.sla_met), _b(b.sla_frt_met),
@@ -556,11 +565,26 @@ FACT_COLUMNS = [
 RESPONSE_COLUMNS = ["conversation_id", "at", "day", "seconds", "channel", "agent_id", "team_id"]
 
 
-def _response_lines(b, tz) -> list[str]:
+def _response_lines(b, tz, values: histograms.Values) -> list[str]:
+    """The COPY lines of a finished Base's ResponseFacts; their values added to `values`."""
     cid = str(b.conversation_id)
-    return ["\t".join((cid, at.isoformat(), at.astimezone(tz).date().isoformat(), repr(float(seconds)),
-                       _copy_text(kind or ""), _n(agent), _n(team))) + "\n"
-            for at, seconds, kind, agent, team in b.responses]
+    out = []
+    days, codes, agents, teams, secs = values.cols["rt"]
+    kinds = values.kinds
+    for at, seconds, kind, agent, team in b.responses:
+        day = at.astimezone(tz).date()
+        seconds = float(seconds)
+        code = kinds.get(kind or "")
+        if code is None:
+            code = kinds[kind or ""] = len(kinds)
+        days.append(day.toordinal())
+        codes.append(code)
+        agents.append(-1 if agent is None else agent)
+        teams.append(-1 if team is None else team)
+        secs.append(seconds)  # Values.add, inlined (~5 values per conversation)
+        out.append("\t".join((cid, at.isoformat(), day.isoformat(), repr(seconds), _copy_text(kind or ""), _n(agent),
+                              _n(team))) + "\n")
+    return out
 
 
 def _secondary_indexes(cur) -> list[tuple[str, str]]:
@@ -579,9 +603,10 @@ def _copy(cur, table: str, columns: list[str], text: str) -> None:
         cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO(text), 1 << 20)
 
 
-def _fold_range(raw, lo: int, hi: int, job: dict) -> tuple[str, str, dict, int]:
+def _fold_range(raw, lo: int, hi: int, job: dict) -> tuple[str, str, str, dict, int, histograms.Values]:
     """Fold the conversations lo..hi (inclusive ids) read through the psycopg2 connection `raw`:
-    (fact COPY text, response COPY text, rollup contributions, count)."""
+    (fact COPY text without the customer links, response COPY text, COPY text of the links' source
+    (customer_links.SOURCE_COLUMNS), rollup contributions, count, histogram values)."""
     tz, schedules, policies, starts, now = job["tz"], job["schedules"], job["policies"], job["starts"], job["now"]
     computed = job["computed_at"]
     keys = ", ".join(f"data->>'{k}'" for k in _DATA_KEYS)
@@ -597,6 +622,8 @@ def _fold_range(raw, lo: int, hi: int, job: dict) -> tuple[str, str, dict, int]:
     acc: dict[str, dict[str, int]] = {}
     fact_lines: list[str] = []
     resp_lines: list[str] = []
+    link_lines: list[str] = []
+    values = histograms.Values()
     Ev, ConvInfo, build_base, int_ = F.Ev, F.ConvInfo, F.build_base, _int
     i, n = 0, len(rows)
     for conv in convs:
@@ -613,10 +640,16 @@ def _fold_range(raw, lo: int, hi: int, job: dict) -> tuple[str, str, dict, int]:
         others = [s for c, s in starts.get(base.customer_id, ()) if c != cid]
         base.computed_at = computed
         _add(acc, _finish(base, others, now, base), 1)
-        fact_lines.append(_fact_line(base, tz))
+        frt_day, resolved_day = _local_days(base, tz)
+        fact_lines.append(_fact_line(base, tz, frt_day, resolved_day))
+        values.add_fact(base, frt_day, resolved_day)
         if base.responses:
-            resp_lines.extend(_response_lines(base, tz))
-    return "".join(fact_lines), "".join(resp_lines), acc, len(convs)
+            resp_lines.extend(_response_lines(base, tz, values))
+        if resolved_day is not None and base.customer_id is not None:
+            link_lines.append(f"{cid}\t{base.customer_id}\t{resolved_day.isoformat()}\t{base.resolved_at.isoformat()}\t"
+                              f"{_copy_text(base.origin_kind)}\t{_n(base.resolution_agent_id)}\t"
+                              f"{_n(base.resolution_team_id)}\n")
+    return "".join(fact_lines), "".join(resp_lines), "".join(link_lines), acc, len(convs), values
 
 
 _JOB: dict = {}
@@ -634,6 +667,24 @@ def _worker_fold(rng):
         raw = _WORKER_CONN["conn"] = psycopg2.connect(**params)
         raw.set_session(readonly=True, autocommit=True)
     return _fold_range(raw, rng[0], rng[1], _JOB)
+
+
+_LINK_SOURCE = "recompute_link_source"
+
+
+def _copy_facts_with_links(cur, spool, links: dict[str, str], batch: int = 20000) -> None:
+    """COPY the spooled fact lines (FACT_COLUMNS), each with its customer links (customer_links.FIELDS:
+    `links` by conversation id, none for facts without)."""
+    none = "\t".join(["\\N"] * len(customer_links.FIELDS))
+    columns = FACT_COLUMNS + customer_links.FIELDS
+    spool.seek(0)
+    lines: list[str] = []
+    for line in spool:
+        lines.append(f"{line[:-1]}\t{links.get(line[:line.index(chr(9))], none)}\n")
+        if len(lines) >= batch:
+            _copy(cur, ConversationFact._meta.db_table, columns, "".join(lines))
+            lines = []
+    _copy(cur, ConversationFact._meta.db_table, columns, "".join(lines))
 
 
 def _ranges(ids: list[int], size: int) -> list[tuple[int, int]]:
@@ -689,9 +740,16 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
             raw = connection.connection
             results = (_fold_range(raw, lo, hi, _JOB) for lo, hi in ranges)
         try:
-            with connection.cursor() as cur:
-                for fact_text, resp_text, part, n in results:
-                    _copy(cur, fact_table, FACT_COLUMNS, fact_text)
+            with connection.cursor() as cur, tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+                # the facts wait in `spool` for their customer links, computed from the links' source
+                # rows once all are folded, and are then COPYed with them (no UPDATE of every fact)
+                cur.execute(f"CREATE TEMPORARY TABLE {_LINK_SOURCE} ON COMMIT DROP AS SELECT "
+                            f"{', '.join(customer_links.SOURCE_COLUMNS)} FROM {fact_table} WITH NO DATA")
+                hist_values: list[histograms.Values] = []
+                for fact_text, resp_text, link_text, part, n, values in results:
+                    hist_values.append(values)
+                    spool.write(fact_text)
+                    _copy(cur, _LINK_SOURCE, customer_links.SOURCE_COLUMNS, link_text)
                     _copy(cur, resp_table, RESPONSE_COLUMNS, resp_text)
                     for key, cols in part.items():
                         row = acc.setdefault(key, {})
@@ -701,10 +759,15 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                     if progress:
                         progress(n, "conversations")
                 phases["fold+copy"] = time.monotonic() - t0 - sum(phases.values())
-                customer_links.rebuild(rollup=False)  # before the indexes: no index maintenance for the UPDATE
+                links = customer_links.links_text(_LINK_SOURCE)
+                phases["customer links"] = time.monotonic() - t0 - sum(phases.values())
+                _copy_facts_with_links(cur, spool, links)
+                del links
+                customer_links.mark_rebuilt()
+                phases["facts"] = time.monotonic() - t0 - sum(phases.values())
                 # their daily rollup: folded in a forked process beside the indexes and histograms
                 finish_link_rollup = link_rollup.rebuild_in_background()
-                phases["customer links"] = time.monotonic() - t0 - sum(phases.values())
+                phases["link fetch"] = time.monotonic() - t0 - sum(phases.values())
                 for _name, sql in indexes:
                     cur.execute(sql)
                 phases["indexes"] = time.monotonic() - t0 - sum(phases.values())
@@ -714,7 +777,8 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                     _copy(cur, model._meta.db_table, ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS],
                           "".join(_rollup_line(row) for row in rows))
                 phases["rollups"] = time.monotonic() - t0 - sum(phases.values())
-                histograms.rebuild(resplit=True)
+                histograms.rebuild_from_values(hist_values)
+                del hist_values
                 phases["histograms"] = time.monotonic() - t0 - sum(phases.values())
                 finish_link_rollup()
                 phases["link rollup"] = time.monotonic() - t0 - sum(phases.values())

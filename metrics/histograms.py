@@ -291,6 +291,139 @@ def _splits_python() -> dict:
     return out
 
 
+def _emptied(cur, table: str):
+    """TRUNCATE the table and drop its unique constraints and secondary indexes (a load builds them
+    afterwards: far cheaper than maintaining them row by row); returns what adds them back."""
+    cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = %s::regclass AND contype = 'u'", [table])
+    constraints = cur.fetchall()
+    cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = %s AND indexname <> ALL(%s)", [table, [c[0] for c in constraints] or [""]])
+    indexes = [r for r in cur.fetchall() if not r[0].endswith("_pkey")]
+    cur.execute(f"TRUNCATE {table}")
+    for name, _sql in constraints:
+        cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for name, _sql in indexes:
+        cur.execute(f'DROP INDEX "{name}"')
+
+    def restore():
+        for name, sql in constraints:
+            cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {sql}')
+        for _name, sql in indexes:
+            cur.execute(sql)
+
+    return restore
+
+
+class Values:
+    """The values one range of the PostgreSQL full recompute's facts adds to the histograms, in
+    columns (its forked workers collect them while folding: `add_fact`, `add_response`; the parent
+    counts them all at once, `rebuild_from_values`): per metric the local day (ordinal), channel
+    (code into `kinds`), agent and team (-1: none) and value of each."""
+
+    def __init__(self):
+        from array import array
+
+        self.kinds: dict[str, int] = {}
+        self.cols = {m: (array("i"), array("i"), array("q"), array("q"), array("d")) for m in METRICS}
+
+    def add(self, metric: str, day: int, channel, agent, team, value) -> None:
+        d, c, a, t, v = self.cols[metric]
+        kinds = self.kinds
+        channel = channel or ""
+        code = kinds.get(channel)
+        if code is None:
+            code = kinds[channel] = len(kinds)
+        d.append(day)
+        c.append(code)
+        a.append(-1 if agent is None else agent)
+        t.append(-1 if team is None else team)
+        v.append(value)
+
+    def add_fact(self, b, frt_day: date | None, resolved_day: date | None) -> None:
+        """One folded facts.Base with the local days its fact row stores (what `fact_counts` counts)."""
+        if frt_day is not None and b.frt_seconds is not None:
+            day = frt_day.toordinal()
+            self.add("frt", day, b.frt_kind, b.frt_agent_id, b.frt_team_id, float(b.frt_seconds))
+            if b.frt_bh_seconds is not None:
+                self.add("frt_bh", day, b.frt_kind, b.frt_agent_id, b.frt_team_id, float(b.frt_bh_seconds))
+        if resolved_day is not None and b.resolution_seconds is not None:
+            day = resolved_day.toordinal()
+            dims = (b.origin_kind, b.resolution_agent_id, b.resolution_team_id)
+            self.add("res", day, *dims, float(b.resolution_seconds))
+            if b.resolution_bh_seconds is not None:
+                self.add("res_bh", day, *dims, float(b.resolution_bh_seconds))
+
+
+def rebuild_from_values(parts: list[Values]) -> None:
+    """`rebuild(resplit=True)` from the values the full recompute's fold collected (PostgreSQL): the
+    same splits as the Python path (`_quantile_cuts`), the same counts as `_count`, counted with
+    numpy and COPYed in the unique key's order (so building its index finds them sorted)."""
+    import io
+
+    import numpy as np
+
+    from .models import ValueHistogram
+
+    table = ValueHistogram._meta.db_table
+    kinds = sorted({k for p in parts for k in p.kinds})  # text order: '' first
+    columns = {}
+    for metric in METRICS:
+        cols = []
+        for i, dtype in enumerate((np.int32, np.int32, np.int64, np.int64, np.float64)):
+            arrays = [np.frombuffer(p.cols[metric][i], dtype=dtype) for p in parts if len(p.cols[metric][i])]
+            cols.append(np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype))
+        # each part's channel codes -> indexes into the sorted `kinds`
+        remapped = [np.array([kinds.index(k) for k in sorted(p.kinds, key=p.kinds.get)], dtype=np.int32)[
+            np.frombuffer(p.cols[metric][1], dtype=np.int32)] for p in parts if len(p.cols[metric][1])]
+        cols[1] = np.concatenate(remapped) if remapped else np.zeros(0, dtype=np.int32)
+        columns[metric] = cols
+    splits = {}
+    for metric, cols in columns.items():
+        cuts = _quantile_cuts(np.sort(cols[4]))
+        if cuts:
+            splits[metric] = cuts
+    lim = Limits({m: _merged(tuple(v)) for m, v in splits.items()})
+    epoch = BLOCK_EPOCH.toordinal()
+    day_text: dict[int, str] = {}
+    with connection.cursor() as cur:
+        restore = _emptied(cur, table)
+        for metric in sorted(columns):  # the unique key's order: metric, dim, span, day, key, bucket
+            day, ch, agent, team, value = columns[metric]
+            if not len(day):
+                continue
+            b = np.searchsorted(np.asarray(lim.of(metric), dtype=np.float64), value, side="right")
+            lo = int(day.min()) - BLOCK
+            keyed = {"all": (np.zeros(len(day), dtype=np.int64), [""]), "channel": (ch.astype(np.int64), kinds)}
+            for dim, ids in (("agent", agent), ("team", team)):
+                distinct = np.unique(ids)
+                text = ["" if i < 0 else str(i) for i in distinct.tolist()]
+                order = sorted(range(len(text)), key=text.__getitem__)
+                rank = np.empty(len(order), dtype=np.int64)
+                rank[order] = np.arange(len(order))
+                keyed[dim] = (rank[np.searchsorted(distinct, ids)], [text[i] for i in order])
+            for dim in sorted(keyed):
+                key, key_text = keyed[dim]
+                key_text = [k.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+                            for k in key_text]  # COPY's text format
+                for span, start in ((1, day), (7, day - (day - 1) % 7), (BLOCK, day - (day - epoch) % BLOCK)):
+                    code = ((start.astype(np.int64) - lo) << 40) | (key << 16) | b
+                    groups, counts = np.unique(code, return_counts=True)
+                    starts = ((groups >> 40) + lo).tolist()
+                    keys = ((groups >> 16) & ((1 << 24) - 1)).tolist()
+                    buckets = (groups & 0xFFFF).tolist()
+                    for o in set(starts) - day_text.keys():
+                        day_text[o] = date.fromordinal(o).isoformat()
+                    prefix = f"{metric}\t{dim}\t{span}\t"
+                    text = "".join([f"{prefix}{day_text[o]}\t{key_text[k]}\t{bk}\t{n}\n" for o, k, bk, n in
+                                    zip(starts, keys, buckets, counts.tolist())])
+                    cur.copy_expert(f"COPY {table} (metric, dim, span, day, key, bucket, n) FROM STDIN",
+                                    io.StringIO(text), 1 << 20)
+        restore()
+    _mark(splits)
+    resultcache.bump()
+
+
 def rebuild(resplit: bool = False) -> None:
     """Recount the whole table from the facts (the full recompute; migration 0007) and record the
     thresholds; `resplit` (the full recompute): first choose each figure's splits anew from its
@@ -302,18 +435,7 @@ def rebuild(resplit: bool = False) -> None:
         if connection.vendor == "postgresql":
             splits = _splits_sql(cur) if resplit else stored_splits()
             lim = Limits({m: _merged(tuple(v)) for m, v in splits.items()})
-            # load without indexes, build them afterwards (far cheaper than maintaining them row by row)
-            cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                        "WHERE conrelid = %s::regclass AND contype = 'u'", [table])
-            constraints = cur.fetchall()
-            cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-                        "AND tablename = %s AND indexname <> ALL(%s)", [table, [c[0] for c in constraints] or [""]])
-            indexes = [r for r in cur.fetchall() if not r[0].endswith("_pkey")]
-            cur.execute(f"TRUNCATE {table}")
-            for name, _sql in constraints:
-                cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-            for name, _sql in indexes:
-                cur.execute(f'DROP INDEX "{name}"')
+            restore = _emptied(cur, table)
             for metric, fig in METRICS.items():
                 src = _model(fig.model)._meta.db_table
                 ch, ag, tm = fig.dims["channel"], fig.dims["agent"], fig.dims["team"]
@@ -341,13 +463,11 @@ def rebuild(resplit: bool = False) -> None:
                     SELECT %s, dim, 7, day - (extract(isodow FROM day)::int - 1), key, b, sum(n)::bigint
                     FROM d GROUP BY dim, 4, key, b
                     UNION ALL
-                    SELECT %s, dim, {BLOCK}, day - mod(day - %s::date, {BLOCK}), key, b, sum(n)::bigint
+                    SELECT %s, dim, {BLOCK}, day - mod(mod(day - %s::date, {BLOCK}) + {BLOCK}, {BLOCK}), key,
+                           b, sum(n)::bigint
                     FROM d GROUP BY dim, 4, key, b""",
                             [list(lim.of(metric)), metric, metric, metric, BLOCK_EPOCH])
-            for name, sql in constraints:
-                cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {sql}')
-            for _name, sql in indexes:
-                cur.execute(sql)
+            restore()
             _mark(splits)
             resultcache.bump()
             return

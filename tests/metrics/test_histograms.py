@@ -56,6 +56,13 @@ def _seed(rng, n=160):
     facts.append(ConversationFact(conversation_id=n + 1, frt_day=DAY0 + timedelta(days=25), frt_seconds=42.5,
                                   frt_bh_seconds=42.5, frt_kind="sms", frt_agent_id=99, frt_team_id=98,
                                   responses=[]))
+    # one before the four-week blocks' epoch (2001-01-01): its block starts on 2000-12-04
+    old, old_at = date(2000, 12, 30), datetime(2000, 12, 30, 12, tzinfo=dt_tz.utc)
+    facts.append(ConversationFact(conversation_id=n + 2, frt_day=old, frt_at=old_at, frt_seconds=61.0,
+                                  frt_bh_seconds=61.0, frt_kind="email", frt_agent_id=11, frt_team_id=21,
+                                  responses=[[old_at.isoformat(), 61.0, "email", 11, 21]]))
+    responses.append(ResponseFact(conversation_id=n + 2, at=old_at, day=old, seconds=61.0, channel="email",
+                                  agent_id=11, team_id=21))
     ConversationFact.objects.bulk_create(facts)
     ResponseFact.objects.bulk_create(responses)
     return facts

@@ -79,6 +79,10 @@ def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk,
     from customers.models import Order
 
     convs = _scenario(play, channels, personas)
+    # one before the histograms' block epoch (2001-01-01; its four weeks start on 2000-12-04)
+    old = play.inbound(channels.email, "old@x.org", "2000-12-30T12:00:00+00:00").message.conversation
+    play.reply(old, personas.bob, "2000-12-30T12:09:00+00:00")
+    play.resolve(old, "2000-12-30T13:00:00+00:00")
     for n, conv in enumerate(convs):  # orders around the resolutions: retention, lifetime value, tails
         conv.refresh_from_db()
         for days in (-3, 2, 20):
@@ -92,6 +96,7 @@ def test_bulk_path_equals_generic_path(play, channels, personas, workers, chunk,
     splits = histograms.stored_splits()
     assert splits.get("rt") and splits.get("frt")
     assert len(generic[0]) == total and generic[1] and generic[2] and generic[3]
+    assert ("rt", "all", histograms.BLOCK, "2000-12-04") in {k[:4] for k in generic[3]}
     assert any(key[3] == 4 for key in generic[4]) and any(f["cv_retained"] for f in generic[0].values())
     assert any(f["reopens"] for f in generic[0].values()) and any(f["fcr"] is not None for f in generic[0].values())
     DailyRollup.objects.all().delete()
@@ -114,10 +119,10 @@ def test_failed_recompute_leaves_no_rollup_child(play, channels, personas, monke
 
     _scenario(play, channels, personas)
 
-    def broken(**_kwargs):
+    def broken(*_args, **_kwargs):
         raise RuntimeError("histograms failed")
 
-    monkeypatch.setattr(histograms, "rebuild", broken)
+    monkeypatch.setattr(histograms, "rebuild_from_values", broken)
     try:
         engine._recompute_all_pg(None, timezone.now(), workers=1)
     except RuntimeError as exc:
