@@ -17,6 +17,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 
@@ -732,7 +733,7 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
             workers = int_setting("METRICS_RECOMPUTE_WORKERS", 0) or min(4, os.cpu_count() or 1)
         acc: dict[str, dict[str, int]] = {}
         connection.ensure_connection()
-        pool = finish_link_rollup = None
+        pool = finish_link_rollup = counter = None
         if workers > 1 and len(ranges) > 1:
             pool = multiprocessing.get_context("fork").Pool(workers)
             results = pool.imap(_worker_fold, ranges)
@@ -759,6 +760,10 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                     if progress:
                         progress(n, "conversations")
                 phases["fold+copy"] = time.monotonic() - t0 - sum(phases.values())
+                # the histograms counted (numpy, no database) in a thread beside the next statements
+                counter = ThreadPoolExecutor(1, thread_name_prefix="recompute-histograms")
+                counted = counter.submit(histograms.count_values, hist_values)
+                del hist_values
                 links = customer_links.links_text(_LINK_SOURCE)
                 phases["customer links"] = time.monotonic() - t0 - sum(phases.values())
                 _copy_facts_with_links(cur, spool, links)
@@ -777,14 +782,15 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                     _copy(cur, model._meta.db_table, ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS],
                           "".join(_rollup_line(row) for row in rows))
                 phases["rollups"] = time.monotonic() - t0 - sum(phases.values())
-                histograms.rebuild_from_values(hist_values)
-                del hist_values
+                histograms.write_counts(*counted.result())
                 phases["histograms"] = time.monotonic() - t0 - sum(phases.values())
                 finish_link_rollup()
                 phases["link rollup"] = time.monotonic() - t0 - sum(phases.values())
                 survey_rollup.rebuild()
                 phases["survey days"] = time.monotonic() - t0 - sum(phases.values())
         finally:
+            if counter is not None:
+                counter.shutdown(wait=True, cancel_futures=True)
             if finish_link_rollup is not None:
                 finish_link_rollup.cancel()  # finished or failed: no child left behind
             if pool is not None:

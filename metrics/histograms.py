@@ -317,9 +317,10 @@ def _emptied(cur, table: str):
 
 class Values:
     """The values one range of the PostgreSQL full recompute's facts adds to the histograms, in
-    columns (its forked workers collect them while folding: `add_fact`, `add_response`; the parent
-    counts them all at once, `rebuild_from_values`): per metric the local day (ordinal), channel
-    (code into `kinds`), agent and team (-1: none) and value of each."""
+    columns (its forked workers collect them while folding: `add_fact`, and engine._response_lines
+    for the response times; the parent counts them all at once, `count_values`, then
+    `write_counts`): per metric the local day (ordinal), channel (code into `kinds`), agent and team
+    (-1: none) and value of each."""
 
     def __init__(self):
         from array import array
@@ -355,17 +356,13 @@ class Values:
                 self.add("res_bh", day, *dims, float(b.resolution_bh_seconds))
 
 
-def rebuild_from_values(parts: list[Values]) -> None:
-    """`rebuild(resplit=True)` from the values the full recompute's fold collected (PostgreSQL): the
-    same splits as the Python path (`_quantile_cuts`), the same counts as `_count`, counted with
-    numpy and COPYed in the unique key's order (so building its index finds them sorted)."""
-    import io
-
+def count_values(parts: list[Values]) -> tuple[dict, list[str]]:
+    """(splits, COPY texts of the rows) of the values the full recompute's fold collected: the same
+    splits as the Python path (`_quantile_cuts`), the same counts as `_count`, counted with numpy,
+    the rows in the unique key's order (so building its index finds them sorted). Touches no
+    database: the full recompute runs it in a thread beside its next statements."""
     import numpy as np
 
-    from .models import ValueHistogram
-
-    table = ValueHistogram._meta.db_table
     kinds = sorted({k for p in parts for k in p.kinds})  # text order: '' first
     columns = {}
     for metric in METRICS:
@@ -386,39 +383,52 @@ def rebuild_from_values(parts: list[Values]) -> None:
     lim = Limits({m: _merged(tuple(v)) for m, v in splits.items()})
     epoch = BLOCK_EPOCH.toordinal()
     day_text: dict[int, str] = {}
+    texts: list[str] = []
+    for metric in sorted(columns):  # the unique key's order: metric, dim, span, day, key, bucket
+        day, ch, agent, team, value = columns[metric]
+        if not len(day):
+            continue
+        b = np.searchsorted(np.asarray(lim.of(metric), dtype=np.float64), value, side="right")
+        lo = int(day.min()) - BLOCK
+        keyed = {"all": (np.zeros(len(day), dtype=np.int64), [""]), "channel": (ch.astype(np.int64), kinds)}
+        for dim, ids in (("agent", agent), ("team", team)):
+            distinct = np.unique(ids)
+            text = ["" if i < 0 else str(i) for i in distinct.tolist()]
+            order = sorted(range(len(text)), key=text.__getitem__)
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            keyed[dim] = (rank[np.searchsorted(distinct, ids)], [text[i] for i in order])
+        for dim in sorted(keyed):
+            key, key_text = keyed[dim]
+            key_text = [k.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+                        for k in key_text]  # COPY's text format
+            for span, start in ((1, day), (7, day - (day - 1) % 7), (BLOCK, day - (day - epoch) % BLOCK)):
+                code = ((start.astype(np.int64) - lo) << 40) | (key << 16) | b
+                groups, counts = np.unique(code, return_counts=True)
+                starts = ((groups >> 40) + lo).tolist()
+                keys = ((groups >> 16) & ((1 << 24) - 1)).tolist()
+                buckets = (groups & 0xFFFF).tolist()
+                for o in set(starts) - day_text.keys():
+                    day_text[o] = date.fromordinal(o).isoformat()
+                prefix = f"{metric}\t{dim}\t{span}\t"
+                texts.append("".join([f"{prefix}{day_text[o]}\t{key_text[k]}\t{bk}\t{n}\n" for o, k, bk, n in
+                                      zip(starts, keys, buckets, counts.tolist())]))
+    return splits, texts
+
+
+def write_counts(splits: dict, texts: list[str]) -> None:
+    """Replace the stored counts with `count_values`' rows and record their splits."""
+    import io
+
+    from .models import ValueHistogram
+
+    table = ValueHistogram._meta.db_table
     with connection.cursor() as cur:
         restore = _emptied(cur, table)
-        for metric in sorted(columns):  # the unique key's order: metric, dim, span, day, key, bucket
-            day, ch, agent, team, value = columns[metric]
-            if not len(day):
-                continue
-            b = np.searchsorted(np.asarray(lim.of(metric), dtype=np.float64), value, side="right")
-            lo = int(day.min()) - BLOCK
-            keyed = {"all": (np.zeros(len(day), dtype=np.int64), [""]), "channel": (ch.astype(np.int64), kinds)}
-            for dim, ids in (("agent", agent), ("team", team)):
-                distinct = np.unique(ids)
-                text = ["" if i < 0 else str(i) for i in distinct.tolist()]
-                order = sorted(range(len(text)), key=text.__getitem__)
-                rank = np.empty(len(order), dtype=np.int64)
-                rank[order] = np.arange(len(order))
-                keyed[dim] = (rank[np.searchsorted(distinct, ids)], [text[i] for i in order])
-            for dim in sorted(keyed):
-                key, key_text = keyed[dim]
-                key_text = [k.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-                            for k in key_text]  # COPY's text format
-                for span, start in ((1, day), (7, day - (day - 1) % 7), (BLOCK, day - (day - epoch) % BLOCK)):
-                    code = ((start.astype(np.int64) - lo) << 40) | (key << 16) | b
-                    groups, counts = np.unique(code, return_counts=True)
-                    starts = ((groups >> 40) + lo).tolist()
-                    keys = ((groups >> 16) & ((1 << 24) - 1)).tolist()
-                    buckets = (groups & 0xFFFF).tolist()
-                    for o in set(starts) - day_text.keys():
-                        day_text[o] = date.fromordinal(o).isoformat()
-                    prefix = f"{metric}\t{dim}\t{span}\t"
-                    text = "".join([f"{prefix}{day_text[o]}\t{key_text[k]}\t{bk}\t{n}\n" for o, k, bk, n in
-                                    zip(starts, keys, buckets, counts.tolist())])
-                    cur.copy_expert(f"COPY {table} (metric, dim, span, day, key, bucket, n) FROM STDIN",
-                                    io.StringIO(text), 1 << 20)
+        for text in texts:
+            # size positionally: under DEBUG Django's debug cursor passes *args only
+            cur.copy_expert(f"COPY {table} (metric, dim, span, day, key, bucket, n) FROM STDIN", io.StringIO(text),
+                            1 << 20)
         restore()
     _mark(splits)
     resultcache.bump()

@@ -122,7 +122,7 @@ def test_failed_recompute_leaves_no_rollup_child(play, channels, personas, monke
     def broken(*_args, **_kwargs):
         raise RuntimeError("histograms failed")
 
-    monkeypatch.setattr(histograms, "rebuild_from_values", broken)
+    monkeypatch.setattr(histograms, "write_counts", broken)
     try:
         engine._recompute_all_pg(None, timezone.now(), workers=1)
     except RuntimeError as exc:
