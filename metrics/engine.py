@@ -744,6 +744,7 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
             with connection.cursor() as cur, tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
                 # the facts wait in `spool` for their customer links, computed from the links' source
                 # rows once all are folded, and are then COPYed with them (no UPDATE of every fact)
+                cur.execute(f"DROP TABLE IF EXISTS {_LINK_SOURCE}")  # a recompute earlier in this transaction
                 cur.execute(f"CREATE TEMPORARY TABLE {_LINK_SOURCE} ON COMMIT DROP AS SELECT "
                             f"{', '.join(customer_links.SOURCE_COLUMNS)} FROM {fact_table} WITH NO DATA")
                 hist_values: list[histograms.Values] = []

@@ -149,3 +149,15 @@ def test_bulk_recompute_under_the_debug_cursor(play, channels, personas):
     finally:
         connection.force_debug_cursor = False
     assert DailyRollup.objects.exists() and CustomerLinkDay.objects.exists()
+
+
+def test_two_recomputes_in_one_transaction(play, channels, personas):
+    """The second finds no leftover of the first (its temporary table of link inputs is dropped at commit)."""
+    from django.db import transaction
+
+    _scenario(play, channels, personas)
+    with transaction.atomic():
+        first = engine._recompute_all_pg(None, timezone.now(), workers=1)
+        snapshot = _snapshot()
+        assert engine._recompute_all_pg(None, timezone.now(), workers=1) == first
+        assert _snapshot() == snapshot
