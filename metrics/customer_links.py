@@ -25,8 +25,9 @@ Then, for a period [s, e] and the group of a dimension value, with each fact in 
 
 The links of a customer are a pure function of the customer's facts and orders: `refresh`
 recomputes them for some customers (the engine after a fold, order writes, merges, imports),
-`rebuild` for everyone (the full recompute; on PostgreSQL one statement of window functions,
-which a test compares with the Python fold). They depend on RETENTION_WINDOW: MetricsState
+`rebuild` for everyone (on PostgreSQL one statement of window functions, which a test compares
+with the Python fold; the PostgreSQL full recompute runs the same statement over its folded facts
+and COPYs each fact with its links, `links_text`). They depend on RETENTION_WINDOW: MetricsState
 "customer_links" records the window they were computed with, and reads use them only while
 the setting still says the same (`usable`); after a change, `manage.py recompute_metrics`.
 """
@@ -190,17 +191,16 @@ def refresh(customer_ids, window: int | None = None, removed=()) -> int:
     return written
 
 
-def rebuild(rollup: bool = True) -> None:
+def rebuild() -> None:
     """The links of every fact, computed with the current RETENTION_WINDOW, and their daily
-    rollup (call in the full recompute's transaction; with rollup=False the caller rebuilds the
-    rollup itself before committing: metrics.link_rollup.rebuild_in_background)."""
+    rollup (the generic full recompute, migrations; the PostgreSQL full recompute COPYs the facts
+    with their links instead: `links_text`)."""
     from .models import ConversationFact
 
     window = int(settings.RETENTION_WINDOW)
     if connection.vendor == "postgresql":
         _rebuild_sql(window)
-        if rollup:
-            link_rollup.rebuild()
+        link_rollup.rebuild()
     else:
         ConversationFact.objects.filter(customer_id__isnull=True).update(**dict.fromkeys(FIELDS))
         customers = ConversationFact.objects.filter(customer_id__isnull=False).values_list(

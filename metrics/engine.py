@@ -570,19 +570,11 @@ def _response_lines(b, tz, values: histograms.Values) -> list[str]:
     """The COPY lines of a finished Base's ResponseFacts; their values added to `values`."""
     cid = str(b.conversation_id)
     out = []
-    days, codes, agents, teams, secs = values.cols["rt"]
-    kinds = values.kinds
+    add = values.add
     for at, seconds, kind, agent, team in b.responses:
         day = at.astimezone(tz).date()
         seconds = float(seconds)
-        code = kinds.get(kind or "")
-        if code is None:
-            code = kinds[kind or ""] = len(kinds)
-        days.append(day.toordinal())
-        codes.append(code)
-        agents.append(-1 if agent is None else agent)
-        teams.append(-1 if team is None else team)
-        secs.append(seconds)  # Values.add, inlined (~5 values per conversation)
+        add("rt", day.toordinal(), kind, agent, team, seconds)
         out.append("\t".join((cid, at.isoformat(), day.isoformat(), repr(seconds), _copy_text(kind or ""), _n(agent),
                               _n(team))) + "\n")
     return out
@@ -696,7 +688,10 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
     """The bulk path: TRUNCATE, drop the fact tables' secondary indexes, read the events of
     each range of conversations once (only the JSON keys the engine reads), fold them with the
     same facts.build_base as the incremental path (in forked worker processes when there are
-    many: METRICS_RECOMPUTE_WORKERS), COPY the rows, rebuild the indexes, COPY the rollups, ANALYZE.
+    many: METRICS_RECOMPUTE_WORKERS), COPY the responses, compute every fact's customer links
+    from their inputs in a temporary table and COPY each fact once with its links, count the
+    histograms with numpy in a thread meanwhile, rebuild the indexes, COPY the rollups and the
+    histograms, ANALYZE.
 
     Workers read through connections of their own, so they see committed events only; with
     fewer than `chunk` conversations (or workers=1) everything runs in this process."""

@@ -16,7 +16,9 @@ None: the caller computes them from all values.
 
 The counts are a pure function of the facts: `fact_counts` gives what one ConversationFact adds,
 the engine applies (new - old) differences with an additive upsert (`apply`), and a full
-recompute chooses the splits and rebuilds the table (`rebuild`). Changing THRESHOLDS needs
+recompute chooses the splits and rebuilds the table (`rebuild` in SQL, for migrations; on
+PostgreSQL the full recompute counts its fold's values with numpy: `Values`, `count_values`,
+`write_counts`; tests compare both with the Python path). Changing THRESHOLDS needs
 `manage.py recompute_metrics`.
 """
 from __future__ import annotations
@@ -317,8 +319,8 @@ def _emptied(cur, table: str):
 
 class Values:
     """The values one range of the PostgreSQL full recompute's facts adds to the histograms, in
-    columns (its forked workers collect them while folding: `add_fact`, and engine._response_lines
-    for the response times; the parent counts them all at once, `count_values`, then
+    columns (its forked workers collect them while folding: `add_fact`, and `add` for the response
+    times; the parent counts them all at once, `count_values`, then
     `write_counts`): per metric the local day (ordinal), channel (code into `kinds`), agent and team
     (-1: none) and value of each."""
 
