@@ -35,7 +35,8 @@ def table(sel: Selection, name: str) -> list[dict]:
     return report.build(_sub(sel, name))
 
 
-def comments(sel: Selection, limit: int = 30) -> list[dict]:
+def comments_query(sel: Selection):
+    """The answered surveys with a comment in the selection, latest first (index survey_comments)."""
     qs = (SurveyInvitation.objects.filter(score__isnull=False, answered_at__gte=sel.start_at,
                                           answered_at__lt=sel.end_at).exclude(comment="")
           .select_related("agent", "team").order_by("-answered_at"))
@@ -45,6 +46,11 @@ def comments(sel: Selection, limit: int = 30) -> list[dict]:
         qs = qs.filter(team_id=sel.team_id)
     if sel.agent_id:
         qs = qs.filter(agent_id=sel.agent_id)
+    return qs
+
+
+def comments(sel: Selection, limit: int = 30) -> list[dict]:
+    qs = comments_query(sel)
     return [{"answered_at": s.answered_at.isoformat(), "kind": s.kind, "score": s.score, "comment": s.comment,
              "channel": s.channel_kind, "agent": s.agent.email if s.agent else None,
              "team": s.team.name if s.team else None, "conversation": s.conversation_id} for s in qs[:limit]]

@@ -47,7 +47,10 @@ class SurveyInvitation(models.Model):
                    models.Index(fields=["answered_at"], include=["kind", "score", "channel_kind", "agent_id", "team_id"],
                                 name="survey_answered_cover"),
                    models.Index(fields=["invited_at"], include=["kind", "score", "channel_kind", "agent_id", "team_id"],
-                                name="survey_invited_cover")]
+                                name="survey_invited_cover"),
+                   # the dashboard's latest comments: a few index entries instead of every answer of the period
+                   models.Index(fields=["answered_at"], condition=models.Q(score__isnull=False) & ~models.Q(comment=""),
+                                name="survey_comments")]
 
 
 # --------------------------------------------------------------------------- business hours and SLA
