@@ -87,11 +87,15 @@ def _selections():
     return out
 
 
-@pytest.mark.parametrize("seed,direct", [(1, None), (2, None), (1, 0)])
-def test_histogram_percentiles_equal_all_values(seed, direct, monkeypatch):
-    """direct=0: every bounded bucket is ranked by the refined path (PostgreSQL: sub-interval counts first)."""
+@pytest.mark.parametrize("seed,direct,rank_in_db", [(1, None, None), (2, None, None), (1, 0, None),
+                                                    (1, None, 0), (2, None, 10 ** 9)])
+def test_histogram_percentiles_equal_all_values(seed, direct, rank_in_db, monkeypatch):
+    """direct=0: every bounded bucket is ranked by the refined path (PostgreSQL: sub-interval counts first);
+    rank_in_db=0: PostgreSQL ranks every directly read bucket (row_number), 10**9: none (Python ranks them)."""
     if direct is not None:
         monkeypatch.setattr(histograms, "DIRECT", direct)
+    if rank_in_db is not None:
+        monkeypatch.setattr(histograms, "RANK_IN_DB", rank_in_db)
     facts = _seed(random.Random(seed))
     # counted incrementally (what the engine applies) == the full rebuild
     acc: dict = {}
