@@ -379,7 +379,7 @@ def _by_week(rows: list[list]) -> list[list]:
         else:
             for i, v in enumerate(sums):
                 acc[i] += v
-    return [[*key, *sums] for key, sums in weeks.items() if any(sums)]
+    return [[*key, *sums] for key, sums in sorted(weeks.items(), key=lambda kv: kv[0][0]) if any(sums)]
 
 
 def _upsert(table: str, rows: list[list]) -> None:
@@ -772,8 +772,10 @@ def _recompute_all_pg(progress, now: datetime, chunk: int = 10000, workers: int 
                 for _name, sql in indexes:
                     cur.execute(sql)
                 phases["indexes"] = time.monotonic() - t0 - sum(phases.values())
-                day_rows = [[*key.split("|"), *(int(cols.get(c, 0)) for c in ROLLUP_COLUMNS)]
-                            for key, cols in acc.items() if any(cols.values())]
+                # written in day order: a period's rows then lie on neighbouring pages (a 90-day read of
+                # the 1 M bench touched 2,600 of the table's 3,500 pages when they were in fold order)
+                day_rows = sorted(([*key.split("|"), *(int(cols.get(c, 0)) for c in ROLLUP_COLUMNS)]
+                                   for key, cols in acc.items() if any(cols.values())), key=lambda r: r[0])
                 for model, rows in ((DailyRollup, day_rows), (WeeklyRollup, _by_week(day_rows))):
                     _copy(cur, model._meta.db_table, ["day", "channel", "agent_id", "team_id", *ROLLUP_COLUMNS],
                           "".join(_rollup_line(row) for row in rows))

@@ -357,9 +357,11 @@ def _text(facts: list) -> str:
         dim, v = names[dv]
         arr = list(accumulate(row[:row[-1] + 1]))
         if any(arr):
-            out.append(f"{dim}\t{_copy_text(v)}\t{date.fromordinal(day).isoformat()}\t{kind}\t{b}\t"
-                       f"[{','.join(map(str, arr))}]\n")
-    return "".join(out)
+            out.append((dim, day, f"{dim}\t{_copy_text(v)}\t{date.fromordinal(day).isoformat()}\t{kind}\t{b}\t"
+                                  f"[{','.join(map(str, arr))}]\n"))
+    # in (dim, day) order, the order of the reads' index: a period's rows on neighbouring pages
+    out.sort(key=lambda r: (r[0], r[1]))
+    return "".join(line for _dim, _day, line in out)
 
 
 def snapshot() -> dict:

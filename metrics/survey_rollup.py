@@ -150,9 +150,10 @@ def rebuild() -> None:
             with connection.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK])
         SurveyDay.objects.all().delete()
-        days = _count_days(None)
+        # in day order: a period's rows on neighbouring pages
+        days = sorted(_count_days(None), key=lambda r: r.day)
         SurveyDay.objects.bulk_create(days, batch_size=5000)
-        SurveyDay.objects.bulk_create(_weeks_from_days(days), batch_size=5000)
+        SurveyDay.objects.bulk_create(sorted(_weeks_from_days(days), key=lambda r: r.day), batch_size=5000)
         _mark()
 
 
