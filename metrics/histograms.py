@@ -868,6 +868,23 @@ def _refined(fetch: _Fetch, lo, hi, need: dict, report) -> dict:
     return out
 
 
+def _probe_days(cur, table: str, fig: Figure, rest: str, rest_params: list, probes: list) -> dict:
+    """{(day, bucket, local rank): value} for a grouping by day: a day's values lie in order in
+    the figure's index (day, value), so the value of local rank r in a bucket is the (r+1)-th
+    entry from the bucket's lower limit: one index descent and r steps per rank wanted, every
+    probe in one statement (a lateral subquery per row of the arrays). At 1 M conversations a
+    90-day grouping by day asks ~1,800 of them, where fetching or counting the buckets' values
+    read ~25,000 rows into Python and counted ~50,000 more in sub-intervals."""
+    extra = f" AND {rest}" if rest else ""
+    cur.execute(
+        f"SELECT w.i, v.x FROM unnest(%s::date[], %s::float8[], %s::int[]) WITH ORDINALITY AS w (day, lo, r, i) "
+        f"CROSS JOIN LATERAL (SELECT {fig.value} AS x FROM {table} WHERE {fig.day} = w.day "
+        f"AND {fig.value} >= w.lo{extra} ORDER BY {fig.value} OFFSET w.r LIMIT 1) v",
+        [[p[0] for p in probes], [float("-inf") if p[2] is None else p[2] for p in probes],
+         [p[3] for p in probes], *rest_params])
+    return {probes[i - 1][:2] + (probes[i - 1][3],): x for i, x in cur.fetchall()}
+
+
 def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps, thresholds=THRESHOLDS) -> dict:
     """groups: {group: (count, [(bucket, n, values below the bucket)])} of the buckets holding its ranks."""
     fig = METRICS[metric]
@@ -894,6 +911,7 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps, thresholds
     field = fig.dims.get(dim)
     found: dict = {}
     direct: list = []  # buckets whose values are all fetched: in one statement after the loop
+    probes: list = []  # grouped by day (PostgreSQL): (day, bucket, bucket's lower limit, local rank)
 
     def report(g):
         return _report_key(sel, dim, g)
@@ -931,12 +949,18 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps, thresholds
                 where.insert(0, f"{fig.day} >= %s AND {fig.day} <= %s")
                 params[:0] = [days[0], days[-1]]
             fetch = _Fetch(cur, table, fig.value, gexpr, " AND ".join(where), params, fig.day, rest, rest_params)
+            if connection.vendor == "postgresql" and fetch.by_day:
+                for group, ranks in need.items():
+                    probes += [(group, b, lo, r) for r in ranks]
+                continue
             if connection.vendor == "postgresql" and lo is not None and hi is not None and in_buckets[b] > DIRECT:
                 for (group, r), v in _refined(fetch, lo, hi, need, report).items():
                     found[(group, b, r)] = v
             else:
                 direct.append((b, fetch, lo, hi, need, in_buckets[b]))
         found.update(_direct(cur, direct, report))
+        if probes:
+            found.update(_probe_days(cur, table, fig, rest, rest_params, probes))
     out = {}
     for group, (total, located) in plans.items():
         res = []
