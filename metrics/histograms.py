@@ -950,6 +950,8 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps, thresholds
                 params[:0] = [days[0], days[-1]]
             fetch = _Fetch(cur, table, fig.value, gexpr, " AND ".join(where), params, fig.day, rest, rest_params)
             if connection.vendor == "postgresql" and fetch.by_day:
+                # the filter without the days (the key filter, if any) is the same for every bucket
+                probe_filter = (rest, rest_params)
                 for group, ranks in need.items():
                     probes += [(group, b, lo, r) for r in ranks]
                 continue
@@ -960,7 +962,7 @@ def _order_statistics(sel, metric, dim, key_filter, groups: dict, ps, thresholds
                 direct.append((b, fetch, lo, hi, need, in_buckets[b]))
         found.update(_direct(cur, direct, report))
         if probes:
-            found.update(_probe_days(cur, table, fig, rest, rest_params, probes))
+            found.update(_probe_days(cur, table, fig, *probe_filter, probes))
     out = {}
     for group, (total, located) in plans.items():
         res = []
