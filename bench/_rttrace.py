@@ -14,6 +14,8 @@ DIR/<role>-<pid>.jsonl twice a second:
   ["pub", id, text, t_commit, t_pub0, t_pub1, t_after_end]  _after_ingest: commit seen, publish, end
   ["dlv", id, user, t0, t1, depth]                    AgentConsumer.broadcast entry / after send, queue left
   ["rcv", id, agent_index, t]                         bench client: frame read (client)
+  ["ingx", text, wall, cpu, pg_s, pg_n, redis_s, redis_n, gc_s, gc_n]
+                                                      RT_TRACE_IO=1: a visitor message's ingest thread
 """
 from __future__ import annotations
 
@@ -140,6 +142,8 @@ def install_server_hooks() -> None:
             RECORDS.append(["ing1", time.time(), text])
 
     chat.throttle_and_ingest = tai
+    if os.environ.get("RT_TRACE_IO"):
+        _install_io_hooks(chat)
     orig_on_message = chat.WidgetConsumer.on_message
 
     async def on_message(self, content):
@@ -166,6 +170,66 @@ def install_server_hooks() -> None:
         RECORDS.append(["dlv", event.get("id"), self.user.pk, t0, time.time(), depth])
 
     consumers.AgentConsumer.broadcast = broadcast
+
+
+def _install_io_hooks(chat) -> None:
+    """RT_TRACE_IO=1: per visitor message, the ingest thread's wall and CPU time,
+    its PostgreSQL and Redis calls' wall time (each call's wall includes
+    retaking the GIL after the reply; Redis counts sends and reads) and the
+    collections it ran (CPU)."""
+    import redis.connection as rc
+
+    from helpdesk.db.postgresql import base as pgbase
+
+    acc = threading.local()
+
+    def timed(fn, kind):
+        def wrapper(*a, **k):
+            if getattr(acc, "on", False):
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    d = time.perf_counter() - t
+                    setattr(acc, kind, getattr(acc, kind) + d)
+                    setattr(acc, kind + "_n", getattr(acc, kind + "_n") + 1)
+            return fn(*a, **k)
+        return wrapper
+
+    conn_cls = getattr(rc, "AbstractConnection", rc.Connection)
+    conn_cls.send_packed_command = timed(conn_cls.send_packed_command, "redis")
+    conn_cls.read_response = timed(conn_cls.read_response, "redis")
+    orig_cursor_class = pgbase._cursor_class
+
+    def cursor_class(lazy):
+        cls = orig_cursor_class(lazy)
+        cls.execute = timed(cls.execute, "pg")
+        return cls
+
+    pgbase._cursor_class = cursor_class
+    inner = chat.throttle_and_ingest
+
+    def gccb(phase, info):
+        if getattr(acc, "on", False):
+            if phase == "start":
+                acc.gc0 = time.thread_time()
+            else:
+                acc.gc += time.thread_time() - acc.gc0
+                acc.gc_n += 1
+
+    gc.callbacks.append(gccb)
+
+    def tai(channel, visitor, origin, ip, body):
+        acc.on, acc.pg, acc.pg_n, acc.redis, acc.redis_n, acc.gc, acc.gc_n = True, 0.0, 0, 0.0, 0, 0.0, 0
+        t, c = time.perf_counter(), time.thread_time()
+        try:
+            return inner(channel, visitor, origin, ip, body)
+        finally:
+            acc.on = False
+            RECORDS.append(["ingx", body.get("text"), time.perf_counter() - t, time.thread_time() - c,
+                            acc.pg, acc.pg_n, acc.redis, acc.redis_n, acc.gc, acc.gc_n])
+
+    chat.throttle_and_ingest = tai
 
 
 def serve(directory: str, argv: list[str]) -> None:

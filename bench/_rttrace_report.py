@@ -111,6 +111,19 @@ def main():
                 print(f"  {s:14s} p50 {pct(vals, .5) * 1000:7.1f}  p99 {pct(vals, .99) * 1000:7.1f}  "
                       f"max {max(vals) * 1000:7.1f} ms")
 
+    ingx = [r for (role, _pid), records in procs.items() if role == "asgi" for r in records if r[0] == "ingx"]
+    if ingx:  # RT_TRACE_IO=1
+        print(f"\nvisitor ingest threads (RT_TRACE_IO): {len(ingx)} messages, "
+              f"{sum(r[5] for r in ingx) / len(ingx):.1f} PostgreSQL calls and "
+              f"{sum(r[7] for r in ingx) / len(ingx):.1f} Redis sends+reads each")
+        parts = {"wall": [r[2] for r in ingx], "cpu": [r[3] for r in ingx], "postgresql": [r[4] for r in ingx],
+                 "redis": [r[6] for r in ingx], "rest": [r[2] - r[4] - r[6] for r in ingx],
+                 "gc cpu": [r[8] for r in ingx if len(r) > 8]}
+        for name, vals in parts.items():
+            if vals:
+                print(f"  {name:14s} p50 {pct(vals, .5) * 1000:7.1f}  p99 {pct(vals, .99) * 1000:7.1f}  "
+                      f"mean {sum(vals) / len(vals) * 1000:7.1f} ms")
+
     slow = sorted((r for r in rows if r.get("e2e", r["total"]) >= args.slow), key=lambda r: r["t"])
     print(f"\n{len(slow)} deliveries >= {args.slow * 1000:.0f} ms")
     windows = []
