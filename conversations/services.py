@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -239,13 +239,14 @@ def writes_envelope() -> bool:
 
 
 def _update_sets(model, updates: dict) -> tuple[list[str], list]:
+    conn = connections[DEFAULT_DB_ALIAS]  # the wrapper itself, not the proxy (see helpdesk.db.sql.insert_columns)
     sets, params = [], []
     for name, value in updates.items():
         field = model._meta.get_field(name)
         if hasattr(value, "_meta"):  # a model instance for a foreign key
             value = value.pk
-        sets.append(f"{connection.ops.quote_name(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
+        sets.append(f"{conn.ops.quote_name(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, conn))
     return sets, params
 
 

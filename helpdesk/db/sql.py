@@ -1,24 +1,44 @@
 """Hand-written statements built from model instances, as Django would write them."""
 from __future__ import annotations
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+
+_insert_fields: dict = {}
+
+
+def _fields_for_insert(model, conn) -> list:
+    """(field, quoted column, column, has get_placeholder) of `model`'s concrete
+    fields, worked out once per model and database."""
+    key = (model, conn.alias)
+    fields = _insert_fields.get(key)
+    if fields is None:
+        fields = _insert_fields[key] = [
+            (field, conn.ops.quote_name(field.column), field.column, hasattr(field, "get_placeholder"))
+            for field in model._meta.concrete_fields]
+    return fields
 
 
 def insert_columns(obj, overrides: dict | None = None) -> tuple[list[str], list[str], list]:
     """Columns, placeholders and parameters Django's INSERT of `obj` would use
     (field defaults, pre_save, get_db_prep_save); `overrides` maps a column to
-    an SQL expression used instead of its parameter."""
+    an SQL expression used instead of its parameter.
+
+    Works with the default database's wrapper itself: through the
+    `django.db.connection` proxy every attribute read (each field's
+    conversion reads `connection.ops`) is a thread-local lookup, about a
+    tenth of an ingest's Python time."""
+    conn = connections[DEFAULT_DB_ALIAS]
     overrides = overrides or {}
     cols, marks, params = [], [], []
-    for field in obj._meta.concrete_fields:
+    for field, quoted, column, has_placeholder in _fields_for_insert(type(obj), conn):
         if field.primary_key and getattr(obj, field.attname) is None:
             continue
-        cols.append(connection.ops.quote_name(field.column))
-        if field.column in overrides:
-            marks.append(overrides[field.column])
+        cols.append(quoted)
+        if column in overrides:
+            marks.append(overrides[column])
             continue
-        value = field.get_db_prep_save(field.pre_save(obj, True), connection)
-        marks.append(field.get_placeholder(value, None, connection) if hasattr(field, "get_placeholder") else "%s")
+        value = field.get_db_prep_save(field.pre_save(obj, True), conn)
+        marks.append(field.get_placeholder(value, None, conn) if has_placeholder else "%s")
         params.append(value)
     return cols, marks, params
 
@@ -79,7 +99,8 @@ _prepared: dict = {}
 def prepared(key, build) -> Prepared:
     """The Prepared for `key` on the default database (built by build() on
     first use: a (queryset, slots) pair)."""
-    full = (connection.alias, connection.vendor, key)
+    conn = connections[DEFAULT_DB_ALIAS]
+    full = (conn.alias, conn.vendor, key)
     found = _prepared.get(full)
     if found is None:
         found = _prepared[full] = Prepared(*build())
