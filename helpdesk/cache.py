@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.cache.backends.redis import RedisCacheClient
 
@@ -45,6 +46,23 @@ class KeptRedisCacheClient(RedisCacheClient):
         return value
 
 
+    def add_or_get(self, key, value, timeout):
+        """add() that returns what was there instead when the key exists, in one
+        round trip: (True, None) when added, else (False, the current value)."""
+        client = self.get_client(key, write=True)
+        data = self._serializer.dumps(value)
+        current = (client.eval(_ADD_OR_GET, 1, key, data, timeout) if timeout is not None
+                   else client.eval(_ADD_OR_GET_FOREVER, 1, key, data))
+        if current is None:
+            return True, None
+        return False, self._serializer.loads(current)
+
+
+_ADD_OR_GET = ("local v = redis.call('get', KEYS[1]) if v then return v end "
+               "redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) return false")
+_ADD_OR_GET_FOREVER = ("local v = redis.call('get', KEYS[1]) if v then return v end "
+                       "redis.call('set', KEYS[1], ARGV[1]) return false")
+
 # INCRBY only an existing key (INCRBY alone would create it, without expiry)
 _INCR_EXISTING = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('incrby', KEYS[1], ARGV[1]) end return false"
 
@@ -53,6 +71,14 @@ class RedisCache(DjangoRedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = KeptRedisCacheClient
+
+    def add_or_get(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        """Like add(); returns (added, the value already there or None)."""
+        key = self.make_and_validate_key(key, version=version)
+        timeout = self.get_backend_timeout(timeout)
+        if timeout is not None and timeout <= 0:  # expires at once: add() of Django's sets nothing either
+            return False, None
+        return self._cache.add_or_get(key, value, timeout)
 
     @property
     def _cache(self):

@@ -85,7 +85,18 @@ def mark_dirty(conversation_ids) -> None:
         [DirtyConversation(conversation_id=i, marked_at=now) for i in conversation_ids], ignore_conflicts=True)
 
 
+FLUSH_COUNTDOWN = 1.0  # seconds from the first dirty mark to the flush task that reads it
+FLUSH_MARGIN = 0.25  # seconds: a known flush due later than now + this reads a mark committed now
+_flush_known = {"due": 0.0}  # this process: when the last flush it saw scheduled is due (time.time())
+_clock = time.time
+
+
 def schedule_flush() -> None:
+    """Debounced: at most one pending flush task (FLUSH_LOCK, whose value is
+    when that task is due); periodic() catches anything missed. A process
+    that has seen a flush due at T takes no cache round trip for marks
+    already committed before T - FLUSH_MARGIN: that flush reads them (an
+    ingest called this for every message, one Redis round trip each)."""
     from helpdesk.celery import app
 
     from . import tasks
@@ -93,9 +104,29 @@ def schedule_flush() -> None:
     if app.conf.task_always_eager:
         flush()
         return
-    # debounce: at most one pending flush task; periodic() catches anything missed
-    if cache.add(FLUSH_LOCK, 1, timeout=5):
-        transaction.on_commit(lambda: tasks.flush.apply_async(countdown=1))
+    now = _clock()
+    if now < _flush_known["due"] - FLUSH_MARGIN and not connection.in_atomic_block:
+        return
+    due = now + FLUSH_COUNTDOWN
+    added, current = _claim(FLUSH_LOCK, int(due * 1000), timeout=5)
+    if added:
+        _flush_known["due"] = due
+        transaction.on_commit(lambda: tasks.flush.apply_async(countdown=FLUSH_COUNTDOWN))
+    elif current is not None:
+        _flush_known["due"] = current / 1000
+
+
+def _claim(key: str, value: int, timeout: int) -> tuple[bool, int | None]:
+    """cache.add(key, value) that also returns the value already there (an
+    int, or None when unknown): one round trip on Redis (helpdesk.cache)."""
+    add_or_get = getattr(cache, "add_or_get", None)
+    if add_or_get is not None:
+        added, current = add_or_get(key, value, timeout)
+        try:
+            return added, None if added else int(current)
+        except (TypeError, ValueError):
+            return added, None
+    return cache.add(key, value, timeout=timeout), None
 
 
 ENGINE_LOCK = 7_240_011  # pg_advisory_xact_lock key: one writer of facts and rollups at a time

@@ -54,3 +54,25 @@ def test_incr_is_one_round_trip_and_never_creates_the_key(monkeypatch):
     assert commands == ["EVAL", "EVAL", "EVAL"]
     assert 0 < real("TTL", cache.make_and_validate_key("n")) <= 30  # the window's expiry kept
     cache.delete("n")
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis")
+def test_add_or_get_is_one_round_trip_and_returns_what_was_there(monkeypatch):
+    """The metrics flush lock: add() that also says what the key holds (when
+    the queued flush is due), in one command."""
+    cache = RedisCache(os.environ["REDIS_URL"], {"KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}"})
+    client = cache._cache.get_client(write=True)
+    commands = []
+    real = client.execute_command
+    monkeypatch.setattr(client, "execute_command", lambda *args, **kw: (commands.append(args[0]), real(*args, **kw))[1])
+    assert cache.add_or_get("lock", 1234, 5) == (True, None)
+    assert cache.add_or_get("lock", 99, 5) == (False, 1234)
+    assert commands == ["EVAL", "EVAL"]
+    assert cache.get("lock") == 1234  # the value add() would have stored, read back by get()
+    assert 0 < real("TTL", cache.make_and_validate_key("lock")) <= 5
+    cache.set("obj", {"a": 1}, 30)
+    assert cache.add_or_get("obj", 1, 5) == (False, {"a": 1})
+    assert cache.add_or_get("forever", 1, None) == (True, None)
+    assert real("TTL", cache.make_and_validate_key("forever")) == -1
+    assert cache.add_or_get("gone", 1, 0) == (False, None) and cache.get("gone") is None
+    cache.delete_many(["lock", "obj", "forever"])
