@@ -195,22 +195,41 @@ def survey_answered(invitation) -> None:
 _WANTED_EVENTS = "webhooks:wanted-events"
 
 
+WANTED_LOCAL_SECONDS = 1.0  # how long this process reuses what it read (a change elsewhere reaches it within)
+_wanted_local: dict = {"at": 0.0, "events": None}
+_clock = time.monotonic
+
+
 def _wanted_events() -> set:
     """The events some active subscription wants, from the cache: emit() runs
     after every ingest, and most installations have no subscription for most
-    events. A superset is harmless (emit re-checks in the database)."""
+    events. A superset is harmless (emit re-checks in the database).
+
+    The set read is reused by this process for WANTED_LOCAL_SECONDS (an
+    ingest asked Redis for it every message): a subscription created,
+    changed or removed in another process counts here within a second; in
+    this process at once."""
+    now = _clock()
+    local = _wanted_local["events"]
+    if local is not None and now - _wanted_local["at"] < WANTED_LOCAL_SECONDS:
+        return local
     wanted = cache.get(_WANTED_EVENTS)
     if wanted is None:
         wanted = set()
         for events in WebhookSubscription.objects.filter(active=True).values_list("events", flat=True):
             wanted.update(events or [])
         cache.set(_WANTED_EVENTS, wanted, 300)
+    _wanted_local.update(at=now, events=wanted)
     return wanted
 
 
 def _forget_wanted_events() -> None:
-    cache.delete(_WANTED_EVENTS)
-    transaction.on_commit(lambda: cache.delete(_WANTED_EVENTS))
+    def forget():
+        _wanted_local["events"] = None
+        cache.delete(_WANTED_EVENTS)
+
+    forget()
+    transaction.on_commit(forget)
 
 
 def emit(event: str, obj) -> list[int]:

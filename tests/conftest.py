@@ -132,6 +132,9 @@ def _fresh_cache():
 
     cache.clear()
     engine._flush_known["due"] = 0.0  # what this process knew of the cache's flush lock
+    from helpdesk import webhooks
+
+    webhooks._wanted_local["events"] = None  # and of the webhook subscriptions
     yield
 
 

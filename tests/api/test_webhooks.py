@@ -285,3 +285,34 @@ def test_survey_answered_is_emitted(personas, channels, inbound, django_capture_
     delivery = WebhookDelivery.objects.get(subscription=sub)
     assert delivery.event == "survey.answered"
     assert delivery.payload["data"]["survey_response"]["score"] == 5
+
+
+def test_wanted_events_are_reused_for_a_second_and_forgotten_at_once_here(personas, monkeypatch):
+    """emit() runs after every ingest: the events some subscription wants are
+    read from the cache once per WANTED_LOCAL_SECONDS per process. A change made
+    in another process (only the shared cache dropped, as its
+    _forget_wanted_events does) is seen when that second is over; one made in
+    this process at once."""
+    from django.core.cache import cache
+
+    from helpdesk.models import WebhookSubscription
+
+    now = [100.0]
+    monkeypatch.setattr(webhooks, "_clock", lambda: now[0])
+    reads = []
+    real_get = cache.get
+    monkeypatch.setattr(cache, "get", lambda key, *a, **kw: (reads.append(key), real_get(key, *a, **kw))[1])
+    assert webhooks._wanted_events() == set()
+    assert webhooks._wanted_events() == set() and len(reads) == 1  # reused: no second cache read
+    # another process adds a subscription: the row, and the shared cache entry dropped
+    WebhookSubscription.objects.create(owner=personas.admin, url="https://hooks.example.com/x",
+                                       events=["message.created"])
+    cache.delete(webhooks._WANTED_EVENTS)
+    now[0] += webhooks.WANTED_LOCAL_SECONDS - 0.01
+    assert webhooks._wanted_events() == set()  # still within the second
+    now[0] += 0.02
+    assert webhooks._wanted_events() == {"message.created"} and len(reads) == 2
+    # a change made here is seen at once
+    webhooks.subscription_create(owner=personas.admin, url="https://hooks.example.com/y",
+                                 events=["conversation.updated"])
+    assert webhooks._wanted_events() == {"message.created", "conversation.updated"}
