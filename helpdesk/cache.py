@@ -58,6 +58,14 @@ class KeptRedisCacheClient(RedisCacheClient):
         return False, self._serializer.loads(current)
 
 
+    def hit(self, key, timeout):
+        """One more on the counter `key` (made with `timeout` seconds to live
+        when missing): the count so far, in one round trip."""
+        client = self.get_client(key, write=True)
+        return int(client.eval(_HIT, 1, key, timeout))
+
+
+_HIT = "local n = redis.call('incr', KEYS[1]) if n == 1 then redis.call('expire', KEYS[1], ARGV[1]) end return n"
 _ADD_OR_GET = ("local v = redis.call('get', KEYS[1]) if v then return v end "
                "redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) return false")
 _ADD_OR_GET_FOREVER = ("local v = redis.call('get', KEYS[1]) if v then return v end "
@@ -80,6 +88,10 @@ class RedisCache(DjangoRedisCache):
             return False, None
         return self._cache.add_or_get(key, value, timeout)
 
+    def hit(self, key, timeout, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        return self._cache.hit(key, max(1, int(self.get_backend_timeout(timeout) or 1)))
+
     @property
     def _cache(self):
         key = (tuple(self._servers), repr(sorted(self._options.items())))
@@ -90,3 +102,21 @@ class RedisCache(DjangoRedisCache):
                 if client is None:
                     client = _shared[key] = self._class(self._servers, **self._options)
         return client
+
+
+def count_hit(key: str, timeout: int, cache=None) -> int:
+    """Count one hit on the counter `key` of the cache (the default one), which
+    lives `timeout` seconds from its first hit; returns the count so far. One
+    round trip on Redis (RedisCache.hit); other backends add, then incr."""
+    if cache is None:
+        from django.core.cache import cache
+    hit = getattr(cache, "hit", None)
+    if hit is not None:
+        return hit(key, timeout)
+    if cache.add(key, 1, timeout):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout)
+        return 1

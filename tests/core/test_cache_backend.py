@@ -76,3 +76,32 @@ def test_add_or_get_is_one_round_trip_and_returns_what_was_there(monkeypatch):
     assert real("TTL", cache.make_and_validate_key("forever")) == -1
     assert cache.add_or_get("gone", 1, 0) == (False, None) and cache.get("gone") is None
     cache.delete_many(["lock", "obj", "forever"])
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis")
+def test_hit_counts_in_one_round_trip_and_the_first_hit_sets_the_expiry(monkeypatch):
+    cache = RedisCache(os.environ["REDIS_URL"], {"KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}"})
+    client = cache._cache.get_client(write=True)
+    commands = []
+    real = client.execute_command
+    monkeypatch.setattr(client, "execute_command", lambda *args, **kw: (commands.append(args[0]), real(*args, **kw))[1])
+    assert [cache.hit("c", 30) for _ in range(3)] == [1, 2, 3]
+    assert commands == ["EVAL"] * 3
+    key = cache.make_and_validate_key("c")
+    assert 0 < real("TTL", key) <= 30
+    real("EXPIRE", key, 100)
+    cache.hit("c", 30)
+    assert real("TTL", key) > 30  # later hits keep the first hit's expiry
+    assert cache.get("c") == 4
+    cache.delete("c")
+
+
+def test_count_hit_on_other_caches_adds_then_increments():
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from helpdesk.cache import count_hit
+
+    cache = LocMemCache(f"t{uuid.uuid4().hex}", {})
+    assert [count_hit("k", 30, cache) for _ in range(3)] == [1, 2, 3]
+    cache.delete("k")
+    assert count_hit("k", 30, cache) == 1

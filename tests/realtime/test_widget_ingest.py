@@ -397,8 +397,10 @@ def test_concurrent_copies_of_a_visitor_message_store_one_message(personas, chat
 
 
 def test_the_rate_limit_costs_one_redis_command_per_message(db, settings, monkeypatch):
-    """throttle_hit's counter: ADD for a window's first message, then one
-    command per message (before: ADD, EXISTS and INCRBY)."""
+    """throttle_hit's counter: one command per message, a window's first
+    included (INCR, and EXPIRE when it made the key, in one script; before:
+    INCR of a missing key then SET NX for a window's first message, and
+    earlier ADD, EXISTS and INCRBY)."""
     from django.core.cache import cache
 
     if not settings.REDIS_URL:
@@ -410,4 +412,8 @@ def test_the_rate_limit_costs_one_redis_command_per_message(db, settings, monkey
     monkeypatch.setattr(consumers.time, "time", lambda: 1_000_000.0)  # one window
     results = [consumers.throttle_hit("msg:v-rl", 3, 10) for _ in range(5)]
     assert [limited for limited, _retry in results] == [False, False, False, True, True]
-    assert commands == ["EVAL", "SET", "EVAL", "EVAL", "EVAL", "EVAL"]  # the first: missing, then added (SET NX)
+    assert commands == ["EVAL"] * 5
+    key = cache.make_and_validate_key(f"chat:rl:msg:v-rl:{1_000_000 // 10}")
+    assert 0 < real("TTL", key) <= 20  # the window's counter expires (two windows long)
+    monkeypatch.setattr(consumers.time, "time", lambda: 1_000_010.0)  # the next window starts afresh
+    assert consumers.throttle_hit("msg:v-rl", 3, 10) == (False, 10)

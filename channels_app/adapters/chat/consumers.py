@@ -35,13 +35,13 @@ import time
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.core.cache import cache
 from django.utils.translation import override
 
 from conversations.consumers import PumpedConsumer
+from helpdesk.cache import count_hit
 
-from . import i18n, ingest_pool, live, tokens
 from . import config as chat_settings
+from . import i18n, ingest_pool, live, tokens
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +61,7 @@ def throttle_hit(key: str, limit: int, window: int) -> tuple[bool, int]:
     """Fixed-window counter in the (shared) cache. Returns (over the limit, retry after seconds)."""
     now = int(time.time())
     bucket = now // window
-    cache_key = f"chat:rl:{key}:{bucket}"
-    try:
-        # the window's counter exists for all but its first message: one round trip
-        count = cache.incr(cache_key)
-    except ValueError:
-        try:
-            if cache.add(cache_key, 1, window * 2):
-                count = 1
-            else:
-                count = cache.incr(cache_key)
-        except ValueError:  # expired between add and incr
-            cache.set(cache_key, 1, window * 2)
-            count = 1
+    count = count_hit(f"chat:rl:{key}:{bucket}", window * 2)
     return count > limit, window - (now % window)
 
 
