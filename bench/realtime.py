@@ -278,28 +278,6 @@ def machine_busy() -> tuple[float, float]:
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
 
 
-def speed_probe() -> float:
-    """CPU milliseconds of a fixed piece of this application's kind of Python
-    work (model instances, a payload encoded to JSON and back), best of three,
-    taken right before the measured window: these shared machines' speed moves
-    by a third or more within minutes, and each run says where it stood."""
-    from django.utils import timezone
-
-    from conversations.models import Message
-
-    best = float("inf")
-    now = timezone.now()
-    for _ in range(3):
-        t = time.process_time()
-        for i in range(2000):
-            m = Message(conversation_id=i, direction="inbound", channel_kind="chat", body_text=f"text {i}",
-                        meta={"i": i}, created_at=now)
-            json.loads(json.dumps({"id": i, "text": m.body_text, "created_at": m.created_at.isoformat(),
-                                   "meta": m.meta, "direction": m.direction}))
-        best = min(best, time.process_time() - t)
-    return best * 1000
-
-
 def self_cpu() -> float:
     import resource
 
@@ -412,7 +390,6 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     while time.time() - last_frame[0] < 1.0 and time.time() - storm < 120:
         await asyncio.sleep(0.2)
     results["storm"] = time.time() - storm
-    results["speed"] = speed_probe()
     # the client is the measuring instrument and shares the 2 cores: a full
     # collection of its heap (Django, 400 sockets) took 350-370 ms in traced runs,
     # counted as latency of every frame waiting behind it. Its objects so far are
@@ -615,8 +592,6 @@ def main():
           f"sockets ({results.get('connected')} connected), {TEAMS} teams, visitors {args.visitor_rate:g} msg/s; "
           f"the connection storm took {results.get('storm', 0):.1f} s to settle")
     print(vacuum)
-    print(f"machine speed probe right before the window: {results.get('speed', 0):.1f} CPU-ms "
-          f"(bench/realtime.py speed_probe: lower is faster)")
     print(f"ingested {stats['sent']} messages in {stats['elapsed']:.1f}s = {stats['sent'] / stats['elapsed']:.0f}/s "
           f"(target {args.rate:.0f}/s, {stats['late']} more than 0.5 s behind schedule)")
     frames = len(ing) + len(vis)
