@@ -52,7 +52,30 @@ def test_events_are_batched_into_one_flush_task(play, channels, personas):
     assert ConversationFact.objects.count() == 5 and not DirtyConversation.objects.exists()
 
 
-def test_a_flush_known_to_come_spares_the_lock_round_trip(play, channels, personas, monkeypatch):
+@pytest.fixture
+def queued_flush(monkeypatch):
+    """Celery not eager: schedule_flush()'s lock claims (cache round trips) and
+    queued flush tasks recorded, on a clock the test moves (.now[0])."""
+    from types import SimpleNamespace
+
+    from django.core.cache import cache
+
+    from helpdesk.celery import app
+
+    rec = SimpleNamespace(now=[1_000_000.0], claims=[], sent=[])
+    monkeypatch.setattr(engine, "_clock", lambda: rec.now[0])
+    real_claim = engine._claim
+    monkeypatch.setattr(engine, "_claim", lambda *a, **kw: (rec.claims.append(a), real_claim(*a, **kw))[1])
+    app.conf.task_always_eager = False
+    try:
+        with mock.patch("metrics.tasks.flush.apply_async", side_effect=lambda **kw: rec.sent.append(kw)):
+            yield rec
+    finally:
+        app.conf.task_always_eager = True
+        cache.delete(engine.FLUSH_LOCK)
+
+
+def test_a_flush_known_to_come_spares_the_lock_round_trip(play, channels, personas, queued_flush):
     """Every ingest schedules a flush: the first claims the lock (its value is
     when the task is due) and queues the task; later marks committed well
     before that task runs take no cache round trip; inside a transaction (the
@@ -61,60 +84,38 @@ def test_a_flush_known_to_come_spares_the_lock_round_trip(play, channels, person
     a new task."""
     from django.db import transaction
 
-    from helpdesk.celery import app
-
-    now = [1_000_000.0]
-    monkeypatch.setattr(engine, "_clock", lambda: now[0])
-    claims, sent = [], []
-    real_claim = engine._claim
-    monkeypatch.setattr(engine, "_claim", lambda *a, **kw: (claims.append(a), real_claim(*a, **kw))[1])
-    app.conf.task_always_eager = False
-    try:
-        with mock.patch("metrics.tasks.flush.apply_async", side_effect=lambda **kw: sent.append(kw)):
-            engine.schedule_flush()
-            assert (len(claims), len(sent)) == (1, 1) and sent[0] == {"countdown": engine.FLUSH_COUNTDOWN}
-            now[0] += engine.FLUSH_COUNTDOWN - engine.FLUSH_MARGIN - 0.01
-            engine.schedule_flush()  # the queued task is still to come: it reads this mark
-            assert (len(claims), len(sent)) == (1, 1)
-            with transaction.atomic():
-                engine.schedule_flush()  # not committed yet: ask the cache (the lock is held: no task)
-            assert (len(claims), len(sent)) == (2, 1)
-            now[0] += 0.02
-            engine.schedule_flush()  # too close to the due time: ask again
-            assert (len(claims), len(sent)) == (3, 1)
-            engine.flush()  # the task ran: it drops the lock
-            now[0] += 0.01
-            engine.schedule_flush()
-            assert (len(claims), len(sent)) == (4, 2)
-    finally:
-        app.conf.task_always_eager = True
+    rec = queued_flush
+    engine.schedule_flush()
+    assert (len(rec.claims), len(rec.sent)) == (1, 1) and rec.sent[0] == {"countdown": engine.FLUSH_COUNTDOWN}
+    rec.now[0] += engine.FLUSH_COUNTDOWN - engine.FLUSH_MARGIN - 0.01
+    engine.schedule_flush()  # the queued task is still to come: it reads this mark
+    assert (len(rec.claims), len(rec.sent)) == (1, 1)
+    with transaction.atomic():
+        engine.schedule_flush()  # not committed yet: ask the cache (the lock is held: no task)
+    assert (len(rec.claims), len(rec.sent)) == (2, 1)
+    rec.now[0] += 0.02
+    engine.schedule_flush()  # too close to the due time: ask again
+    assert (len(rec.claims), len(rec.sent)) == (3, 1)
+    engine.flush()  # the task ran: it drops the lock
+    rec.now[0] += 0.01
+    engine.schedule_flush()
+    assert (len(rec.claims), len(rec.sent)) == (4, 2)
 
 
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis")
-def test_another_process_flush_is_known_from_the_lock(monkeypatch):
+def test_another_process_flush_is_known_from_the_lock(queued_flush):
     """On Redis the lock's value tells a process that did not queue the task
     when it is due: its later marks before then take no round trip."""
     from django.core.cache import cache
 
-    from helpdesk.celery import app
-
-    now = [2_000_000.0]
-    monkeypatch.setattr(engine, "_clock", lambda: now[0])
-    assert cache.add_or_get(engine.FLUSH_LOCK, int((now[0] + 1) * 1000), 5) == (True, None)  # another process
-    claims, sent = [], []
-    real_claim = engine._claim
-    monkeypatch.setattr(engine, "_claim", lambda *a, **kw: (claims.append(a), real_claim(*a, **kw))[1])
-    app.conf.task_always_eager = False
-    try:
-        with mock.patch("metrics.tasks.flush.apply_async", side_effect=lambda **kw: sent.append(kw)):
-            engine.schedule_flush()
-            assert (len(claims), len(sent)) == (1, 0) and engine._flush_known["due"] == now[0] + 1
-            now[0] += 0.5
-            engine.schedule_flush()
-            assert (len(claims), len(sent)) == (1, 0)
-    finally:
-        app.conf.task_always_eager = True
-        cache.delete(engine.FLUSH_LOCK)
+    rec = queued_flush
+    due = rec.now[0] + 1
+    assert cache.add_or_get(engine.FLUSH_LOCK, int(due * 1000), 5) == (True, None)  # another process's
+    engine.schedule_flush()
+    assert (len(rec.claims), len(rec.sent)) == (1, 0) and engine._flush_known["due"] == due
+    rec.now[0] += 0.5
+    engine.schedule_flush()
+    assert (len(rec.claims), len(rec.sent)) == (1, 0)
 
 
 def test_merged_conversation_contribution_is_withdrawn(play, channels, personas):
