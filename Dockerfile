@@ -13,4 +13,4 @@ COPY . .
 RUN SECRET_KEY=build-only python manage.py collectstatic --noinput
 EXPOSE 8000 2525
 CMD ["uvicorn", "helpdesk.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers",
-     "--ws-per-message-deflate", "false"]
+     "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"]

@@ -477,7 +477,8 @@ def main():
                         "until the agents' sockets are quiet for 1 s")
     parser.add_argument("--no-deflate", action="store_true", help="uvicorn --ws-per-message-deflate false")
     parser.add_argument("--profile", default="", help="a directory: run the ASGI processes under cProfile")
-    parser.add_argument("--ws", default="auto", help="uvicorn --ws implementation (auto, websockets, websockets-sansio)")
+    parser.add_argument("--ws", default="websockets-sansio", help="uvicorn --ws implementation (websockets-sansio "
+                        "as deployed; auto, websockets)")
     parser.add_argument("--ingest-procs", type=int, default=4, help="processes sharing the ingest rate")
     parser.add_argument("--client-nice", type=int, default=-10, help="the bench client's scheduling priority "
                         "during the window (the ASGI, ingest and PostgreSQL processes keep 0); 0: unchanged")

@@ -49,7 +49,8 @@ class UvicornProcess:
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "helpdesk.asgi:application", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+             "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+             "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"],  # as deployed
             cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_ready(self.base)

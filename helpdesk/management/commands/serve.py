@@ -47,8 +47,12 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {name:8} / threadline-{name}")
             self.stdout.write("")
         try:
+            # the sans-I/O WebSocket protocol: ~8 % less CPU per frame than uvicorn's
+            # default (websockets' legacy API) in bench/realtime.py; no deflate, as
+            # deployed (docker-compose.yml): CPU per frame before bytes on the wire
             uvicorn.run("helpdesk.asgi:application", host=host, port=port, workers=workers,
-                        log_level="info", lifespan="off", proxy_headers=True)
+                        log_level="info", lifespan="off", proxy_headers=True, ws="websockets-sansio",
+                        ws_per_message_deflate=False)
         finally:
             if scheduler:
                 scheduler.stop()
