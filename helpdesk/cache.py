@@ -45,7 +45,6 @@ class KeptRedisCacheClient(RedisCacheClient):
             raise ValueError("Key '%s' not found." % key)
         return value
 
-
     def add_or_get(self, key, value, timeout):
         """add() that returns what was there instead when the key exists, in one
         round trip: (True, None) when added, else (False, the current value)."""
@@ -57,11 +56,12 @@ class KeptRedisCacheClient(RedisCacheClient):
             return True, None
         return False, self._serializer.loads(current)
 
-
     def hit(self, key, timeout):
         """One more on the counter `key` (made with `timeout` seconds to live
-        when missing): the count so far, in one round trip."""
+        when missing, None: for ever): the count so far, in one round trip."""
         client = self.get_client(key, write=True)
+        if timeout is None:
+            return int(client.incr(key))
         return int(client.eval(_HIT, 1, key, timeout))
 
 
@@ -88,9 +88,14 @@ class RedisCache(DjangoRedisCache):
             return False, None
         return self._cache.add_or_get(key, value, timeout)
 
-    def hit(self, key, timeout, version=None):
+    def hit(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        """One more on the counter `key`, which lives `timeout` from its first
+        hit (as add() would store it); returns the count so far."""
         key = self.make_and_validate_key(key, version=version)
-        return self._cache.hit(key, max(1, int(self.get_backend_timeout(timeout) or 1)))
+        timeout = self.get_backend_timeout(timeout)
+        if timeout is not None and timeout <= 0:  # expires at once: nothing is kept
+            return 1
+        return self._cache.hit(key, timeout)
 
     @property
     def _cache(self):

@@ -93,7 +93,10 @@ def test_hit_counts_in_one_round_trip_and_the_first_hit_sets_the_expiry(monkeypa
     cache.hit("c", 30)
     assert real("TTL", key) > 30  # later hits keep the first hit's expiry
     assert cache.get("c") == 4
-    cache.delete("c")
+    assert [cache.hit("f", None) for _ in range(2)] == [1, 2]
+    assert real("TTL", cache.make_and_validate_key("f")) == -1  # None: kept for ever, as add(timeout=None)
+    assert cache.hit("z", 0) == 1 and cache.get("z") is None
+    cache.delete_many(["c", "f"])
 
 
 def test_count_hit_on_other_caches_adds_then_increments():
