@@ -216,7 +216,7 @@ def vacuum_database(connection) -> str:
             f"{time.perf_counter() - t:.1f} s")
 
 
-def start_server(port: int, log, deflate: bool = True, ws: str = "auto", profile: str = ""):
+def start_server(port: int, log, deflate: bool = False, ws: str = "websockets-sansio", profile: str = ""):
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}
@@ -416,7 +416,6 @@ async def run_clients(bases, cookies, chat_uuid, visitor_tokens, visitor_rate, s
     lag_probe = asyncio.ensure_future(_loop_lag(results["client_lag"]))
     measuring[0] = True
     results["tree"] = with_children(results["pids"])
-    results["t_load"] = time.time()
     go.set()
     start.set()
     # the load starts from nothing: its first seconds (four fresh ingest
@@ -475,7 +474,9 @@ def main():
                         "(the load starts from nothing in fresh processes); their figures are printed apart")
     parser.add_argument("--settle", type=float, default=2.0, help="at least this long after connecting, then "
                         "until the agents' sockets are quiet for 1 s")
-    parser.add_argument("--no-deflate", action="store_true", help="uvicorn --ws-per-message-deflate false")
+    parser.add_argument("--deflate", action=argparse.BooleanOptionalAction, default=False,
+                        help="permessage-deflate on the sockets (off as deployed; --no-deflate, the default, "
+                        "is accepted for the commands of earlier runs)")
     parser.add_argument("--profile", default="", help="a directory: run the ASGI processes under cProfile")
     parser.add_argument("--ws", default="websockets-sansio", help="uvicorn --ws implementation (websockets-sansio "
                         "as deployed; auto, websockets)")
@@ -521,7 +522,7 @@ def main():
 
     logs = [open(ROOT / "var" / f"bench-rt-{n}.log", "wb") for n in (0, 1)]
     ports = [free_port(), free_port()]
-    servers = [start_server(p, log, deflate=not args.no_deflate, ws=args.ws, profile=args.profile)
+    servers = [start_server(p, log, deflate=args.deflate, ws=args.ws, profile=args.profile)
                for p, log in zip(ports, logs)]
     bases = [f"http://127.0.0.1:{p}" for p in ports]
     try:
@@ -591,7 +592,7 @@ def main():
 
     ing, vis = results.get("ingest", []), results.get("visitor", [])
     workers = int(os.environ.get("CHAT_INGEST_PROCESSES") or 0)
-    print(f"two uvicorn processes (--ws {args.ws}, permessage-deflate {'off' if args.no_deflate else 'on'}, "
+    print(f"two uvicorn processes (--ws {args.ws}, permessage-deflate {'on' if args.deflate else 'off'}, "
           f"visitor messages ingested in {f'{workers} worker processes each' if workers else 'threads'}, "
           f"CONN_MAX_AGE {os.environ.get('CONN_MAX_AGE', '0')}), "
           f"Redis pub/sub layer, PostgreSQL; {args.agents} agent + {args.visitors} visitor "

@@ -128,13 +128,13 @@ def _fresh_cache():
     """Each test starts with an empty cache (rate limits, hints, presence)."""
     from django.core.cache import cache
 
+    from helpdesk import webhooks
     from metrics import engine
 
     cache.clear()
-    engine._flush_known["due"] = 0.0  # what this process knew of the cache's flush lock
-    from helpdesk import webhooks
-
-    webhooks._wanted_local["events"] = None  # and of the webhook subscriptions
+    # what this process remembers of the cache: the flush lock's due time, the wanted webhook events
+    engine._flush_known["due"] = 0.0
+    webhooks._wanted_local["events"] = None
     yield
 
 
